@@ -1,0 +1,1 @@
+"""The review plane's browser bridge (ChatGPT over Playwright)."""

@@ -1,0 +1,363 @@
+"""The MCP surface: tools, resources and prompts over the domain in ``planegate.tools``.
+
+Each tool is a thin shim: typed input, one domain call, a pydantic result (so clients get
+``outputSchema`` and ``structuredContent``). Domain errors become tool errors (``is_error``)
+whose text names the bad value and the next step. Domain modules are imported inside the shims
+so that ``planegate serve`` answers ``initialize`` before git, SQLite helpers or the browser
+bridge are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from planegate.tools.config import Settings
+from planegate.tools.models import (
+    AcceptResult,
+    CancelResult,
+    ChecksResult,
+    Decision,
+    DispatchResult,
+    EvidenceResult,
+    FreezeResult,
+    GraphResult,
+    JobResult,
+    Module,
+    Requirement,
+    StartRunResult,
+    StatusResult,
+    TaskSpec,
+)
+
+from . import __version__
+from .schema import compact_schema
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+INSTRUCTIONS = (
+    "planegate runs a software change as a gated pipeline: freeze requirements and architecture, "
+    "register a task graph, dispatch each task into its own git worktree, and accept work only with "
+    "server-run evidence on the current commit, an approving review and a human's yes. "
+    "Call get_status first; every answer ends with the next sensible call. Read the `orchestrate` "
+    "prompt for the full runbook."
+)
+
+RunId = Annotated[str, Field(description="run id from start_run")]
+TaskId = Annotated[str, Field(description="task id from the graph")]
+
+
+def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
+    )
+
+
+TOOL_WAIT_S = float(os.environ.get("PLANEGATE_TOOL_WAIT_S", "45"))
+
+
+class EnvHolder:
+    """Opens the ledger on first use, runs this process's job worker, and closes both."""
+
+    def __init__(self, settings: Settings | None) -> None:
+        self._settings = settings
+        self._env: Any = None
+        self._lock = threading.Lock()
+        self.worker: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._env is None:
+                from planegate.tools.env import Env
+
+                self._env = Env.open(self._settings or Settings.from_env(actor="agent"))
+            return self._env
+
+    def wake_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    async def run_worker(self, delay_s: float) -> None:
+        """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast)."""
+        await anyio.sleep(delay_s)
+        from planegate.tools.jobs import Worker
+        from planegate.tools.reconcile import reconcile
+
+        env = await anyio.to_thread.run_sync(self.get)
+        worker_env = env.as_actor("planegate:worker")
+        await anyio.to_thread.run_sync(reconcile, worker_env)
+        self.worker = Worker(worker_env)
+        await self.worker.run()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._env is not None:
+                self._env.close()
+                self._env = None
+
+
+def actor_of(ctx: Context | None) -> str:
+    """Who is calling: the MCP client's name as it introduced itself."""
+    params = getattr(getattr(ctx, "session", None), "client_params", None) if ctx is not None else None
+    name = getattr(getattr(params, "client_info", None), "name", None)
+    return f"agent:{name}" if name else "agent"
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one domain call; planegate's own errors become tool errors for the model to read."""
+    from planegate.store import StoreBusy
+    from planegate.tools.errors import PlanegateError
+
+    try:
+        return fn(*args, **kwargs)
+    except (PlanegateError, StoreBusy) as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def read_text(name: str) -> str:
+    return resources.files("planegate.server").joinpath(name).read_text(encoding="utf-8")
+
+
+async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context | None) -> dict[str, Any]:
+    """Poll a job until it ends or ``wait_s`` passes, reporting progress to the client."""
+    from planegate.tools.jobs import DONE, job_row
+
+    env = holder.get()
+    started = time.monotonic()
+    last_report = 0.0
+    while True:
+        row = await anyio.to_thread.run_sync(lambda: call(job_row, env, job))
+        elapsed = time.monotonic() - started
+        if row["status"] in DONE or elapsed >= wait_s:
+            return row
+        if ctx is not None and elapsed - last_report >= 2.0:
+            last_report = elapsed
+            await ctx.report_progress(round(elapsed, 1), None, row["progress"] or f"job {job} is {row['status']}")
+        await anyio.sleep(0.05 if elapsed < 1 else 0.2)
+
+
+def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
+    """The planegate MCP server; its job worker starts ``worker_delay_s`` after the server does."""
+    holder = EnvHolder(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(holder.run_worker, worker_delay_s)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+        holder.close()
+
+    tools: list[Tool] = []
+
+    def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            built = Tool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built.parameters = compact_schema(built.parameters) or {}
+            built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
+            tools.append(built)
+            return fn
+
+        return register
+
+    def env(ctx: Context | None = None) -> Any:
+        return holder.get().as_actor(actor_of(ctx))
+
+    @tool()
+    def start_run(
+        repo: Annotated[str, Field(description="path of the git repository")],
+        goal: Annotated[str, Field(description="what the change must achieve")],
+        ctx: Context,
+        base_ref: Annotated[str, Field(description="branch, tag or sha to start from")] = "HEAD",
+    ) -> StartRunResult:
+        """Open a run on a repository: records the base commit and creates planegate/<run>/integration."""
+        from planegate.tools.runs import start_run as start
+
+        return call(start, env(ctx), repo, goal, base_ref)
+
+    @tool(idempotent=True)
+    def freeze_requirements(
+        run: RunId,
+        requirements: list[Requirement],
+        ctx: Context,
+        amend_reason: Annotated[str | None, Field(description="required to change a frozen set")] = None,
+    ) -> FreezeResult:
+        """Freeze the run's requirements (versioned, content-hashed); a later call amends them and needs a reason."""
+        from planegate.tools.runs import freeze_requirements as freeze
+
+        return call(freeze, env(ctx), run, requirements, amend_reason)
+
+    @tool(idempotent=True)
+    def freeze_architecture(
+        run: RunId,
+        modules: list[Module],
+        ctx: Context,
+        decisions: list[Decision] | None = None,
+        amend_reason: Annotated[str | None, Field(description="required to change a frozen architecture")] = None,
+    ) -> FreezeResult:
+        """Freeze modules (owned path globs, dependencies) and design decisions; needs frozen requirements."""
+        from planegate.tools.runs import freeze_architecture as freeze
+
+        return call(freeze, env(ctx), run, modules, decisions or [], amend_reason)
+
+    @tool(destructive=True, idempotent=True)
+    def register_graph(run: RunId, tasks: list[TaskSpec], ctx: Context) -> GraphResult:
+        """Validate and store the task DAG; returns waves and requirement coverage. Replaces it until a dispatch."""
+        from planegate.tools.graph import register_graph as register
+
+        return call(register, env(ctx), run, tasks)
+
+    @tool(read_only=True, idempotent=True)
+    def get_status(
+        ctx: Context,
+        run: Annotated[str | None, Field(description="omit to list runs")] = None,
+    ) -> StatusResult:
+        """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
+        from planegate.tools.status import get_status as status
+
+        return call(status, env(ctx), run)
+
+    @tool()
+    def dispatch_task(
+        run: RunId,
+        task: TaskId,
+        ctx: Context,
+        executor: Annotated[
+            Literal["agent", "command", "codex"], Field(description="agent: you work in the worktree yourself")
+        ] = "agent",
+    ) -> DispatchResult:
+        """Create the task's worktree and branch from the integration head, write its envelope, take a lease."""
+        from planegate.tools.dispatch import dispatch_task as dispatch
+
+        result = call(dispatch, env(ctx), run, task, executor)
+        holder.wake_worker()
+        return result
+
+    @tool()
+    def record_evidence(
+        run: RunId,
+        task: TaskId,
+        kind: Annotated[str, Field(description="e.g. test, lint, manual")],
+        label: Annotated[Literal["local", "proxy", "blocked"], Field(description="how you know; never counted")],
+        summary: str,
+        ctx: Context,
+        command: str | None = None,
+        exit_code: int | None = None,
+        artifacts: Annotated[list[str] | None, Field(description="files inside the worktree")] = None,
+    ) -> EvidenceResult:
+        """Record evidence you observed. Shown in status, never counted by a gate: only run_checks counts."""
+        from planegate.tools.evidence import record_evidence as record
+
+        return call(record, env(ctx), run, task, kind, label, summary, command, exit_code, artifacts)
+
+    @tool(idempotent=True)
+    async def run_checks(
+        run: RunId,
+        ctx: Context,
+        task: Annotated[str | None, Field(description="omit to check the integration head")] = None,
+        checks: Annotated[list[str] | None, Field(description="default: every policy check")] = None,
+    ) -> ChecksResult:
+        """The server runs the policy's checks on the head commit and records direct evidence.
+
+        Waits up to ~45 s with progress, then returns a job id for get_job."""
+        from planegate.tools.checks import checks_result, start_checks
+
+        job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
+        holder.wake_worker()
+        await wait_for_job(holder, job, TOOL_WAIT_S, ctx)
+        return await anyio.to_thread.run_sync(lambda: call(checks_result, holder.get(), job))
+
+    @tool(read_only=True, idempotent=True)
+    async def get_job(
+        job: int,
+        ctx: Context,
+        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+    ) -> JobResult:
+        """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
+        from planegate.tools.jobview import job_result
+
+        await wait_for_job(holder, job, wait_seconds, ctx)
+        return await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
+
+    @tool(destructive=True)
+    def accept_task(run: RunId, task: TaskId, ctx: Context) -> AcceptResult:
+        """Evaluate every gate on the head; merge into the integration branch, tag a checkpoint, unlock dependents."""
+        from planegate.tools.accept import accept_task as accept
+
+        return call(accept, env(ctx), run, task)
+
+    @tool(destructive=True, idempotent=True)
+    def cancel_task(run: RunId, task: TaskId, reason: str, ctx: Context) -> CancelResult:
+        """Cancel a task with a reason: releases its lease and stops its jobs; its worktree is kept."""
+        from planegate.tools.dispatch import cancel_task as cancel
+
+        return call(cancel, env(ctx), run, task, reason)
+
+    server: MCPServer = MCPServer(
+        "planegate", title="planegate", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools
+    )
+    server.env_holder = holder  # type: ignore[attr-defined]
+
+    @server.resource("planegate://runs/{run}/tasks/{task}", name="task", mime_type="text/markdown")
+    def task_resource(run: str, task: str) -> str:
+        """A task's envelope: goal, requirements, architecture slice, scope, checks, budget, how to finish."""
+        from planegate.tools.envelope import render_envelope
+        from planegate.tools.errors import PlanegateError
+
+        try:
+            return render_envelope(holder.get(), run, task)
+        except PlanegateError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    @server.resource("planegate://runs", name="runs", mime_type="text/markdown")
+    def runs_resource() -> str:
+        """The runs, newest first."""
+        from planegate.tools.render import runs_markdown
+
+        return runs_markdown(holder.get())
+
+    @server.resource("planegate://runs/{run}", name="run", mime_type="text/markdown")
+    def run_resource(run: str) -> str:
+        """One run's status in markdown, with its task graph as a mermaid diagram."""
+        from planegate.tools.errors import PlanegateError
+        from planegate.tools.render import run_markdown
+
+        try:
+            return run_markdown(holder.get(), run)
+        except PlanegateError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    @server.resource("planegate://runs/{run}/events", name="events", mime_type="text/markdown")
+    def events_resource(run: str) -> str:
+        """The run's latest events (the audit trail), newest first."""
+        from planegate.tools.errors import PlanegateError
+        from planegate.tools.render import events_markdown
+
+        try:
+            return events_markdown(holder.get(), run)
+        except PlanegateError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    @server.prompt()
+    def orchestrate(goal: str = "") -> str:
+        """The runbook an orchestrating agent follows to take a change through planegate."""
+        text = read_text("runbook.md")
+        return text + (f"\n\nThe change to orchestrate: {goal}\n" if goal else "")
+
+    return server

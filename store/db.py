@@ -1,0 +1,223 @@
+"""The ledger connection: WAL, a busy timeout, and write transactions that lock up front.
+
+One ``Store`` wraps one SQLite connection shared by the threads of a process (a lock
+serialises them); several processes share the file through SQLite's own locking. Every write
+goes through ``Store.write()``, which opens ``BEGIN IMMEDIATE`` so a writer holds the write lock
+before it reads what it is about to change; compare-and-set updates inside it therefore see the
+latest committed state and two processes racing for one change give one winner.
+
+Every state change appends its event inside the same transaction (``Writer.event``); a
+transaction that raises is rolled back whole, events included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from .chain import GENESIS, canonical_json, chain_hash, event_body
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+class StoreError(Exception):
+    """Base of the ledger's own errors."""
+
+
+class StoreBusy(StoreError):
+    """The write lock stayed taken by another process for longer than the busy timeout."""
+
+
+def now_iso(offset_seconds: float = 0.0) -> str:
+    """UTC time as an ISO-8601 string with milliseconds; such strings sort in time order."""
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def placeholders(values: Sequence[Any]) -> str:
+    """``?, ?, ?`` for an ``IN (...)`` list of ``values``."""
+    return ", ".join("?" for _ in values)
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class _Access:
+    """Query helpers shared by plain reads and writers."""
+
+    conn: sqlite3.Connection
+
+    def rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return _rows(self.conn.execute(sql, params))
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        cursor = self.conn.execute(sql, params)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+
+class Writer(_Access):
+    """The handle a write transaction yields: queries, compare-and-set, and events."""
+
+    def __init__(self, store: Store, actor: str) -> None:
+        self.conn = store.conn
+        self.db = store.db
+        self.actor = actor
+        self.at = now_iso()
+        self.events: list[int] = []
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> int:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+        cursor = self.conn.execute(sql, tuple(row.values()))
+        return int(cursor.lastrowid or 0)
+
+    def cas(self, table: str, key: Mapping[str, Any], expected: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+        """Update one row only if its ``expected`` columns still hold; True when it did.
+
+        An expected value that is a tuple or set matches any of its members.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in [*key.items(), *expected.items()]:
+            if isinstance(value, tuple | set | frozenset):
+                where.append(f"{column} IN ({', '.join('?' for _ in value)})")
+                params.extend(value)
+            elif value is None:
+                where.append(f"{column} IS NULL")
+            else:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sets = ", ".join(f"{column} = ?" for column in changes)
+        cursor = self.conn.execute(
+            f"UPDATE {table} SET {sets} WHERE {' AND '.join(where)}",
+            [*changes.values(), *params],
+        )
+        return cursor.rowcount == 1
+
+    def event(self, kind: str, /, *, run: str | None = None, task: str | None = None, **payload: Any) -> int:
+        """Append one event to the chain; returns its id."""
+        last = self.conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+        event_id, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        body_payload = canonical_json(payload)
+        digest = chain_hash(prev_hash, event_body(event_id, run, task, kind, self.actor, self.at, body_payload))
+        self.conn.execute(
+            "INSERT INTO events (id, run_id, task_id, kind, actor, at, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (event_id, run, task, kind, self.actor, self.at, body_payload, prev_hash, digest),
+        )
+        self.events.append(event_id)
+        return event_id
+
+
+class Store(_Access):
+    """The ledger file: open it, read from it, write to it in transactions."""
+
+    def __init__(self, path: Path | str, *, actor: str = "planegate", busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.actor = actor
+        self.busy_timeout_s = busy_timeout_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are ours to open (BEGIN IMMEDIATE), never implicit.
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._set_wal()
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.db = Database(self.conn, recursive_triggers=False, execute_plugins=False)
+        self._lock = threading.RLock()
+        from .schema import migrate
+
+        with self._locked_transaction():
+            migrate(self.db)
+
+    def _set_wal(self) -> None:
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreBusy(f"could not open the ledger at {self.path}: {exc}") from exc
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _locked_transaction(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreBusy(
+                        f"the ledger at {self.path} stayed locked by another process for "
+                        f"{self.busy_timeout_s:.0f} s; nothing was written, retry the call"
+                    ) from exc
+                raise
+            try:
+                yield
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def write(self, actor: str | None = None) -> Iterator[Writer]:
+        """One write transaction; the lock is taken before anything is read."""
+        with self._locked_transaction():
+            yield Writer(self, actor or self.actor)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[_Access]:
+        """Several reads that see one consistent state."""
+        with self._lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield self
+            finally:
+                self.conn.execute("COMMIT")
+
+    def rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return super().rows(sql, params)
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        with self._lock:
+            return super().one(sql, params)
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        with self._lock:
+            return super().scalar(sql, params)
+
+    def event_count(self) -> int:
+        return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM events"))

@@ -1,0 +1,260 @@
+"""The ledger's schema, as append-only migrations applied when the store opens.
+
+Each migration is a named function applied once, in one transaction with its record
+(sqlite-utils ``Migrations``). Never edit or reorder a released migration: add the next one.
+JSON columns hold canonical JSON text.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("planegate")
+
+
+@migrations()
+def m001_foundation(db: Database) -> None:
+    """Runs, frozen requirement and architecture versions, the task graph, and the event chain."""
+    db.executescript(
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            goal TEXT NOT NULL,
+            base_ref TEXT NOT NULL,
+            base_sha TEXT NOT NULL,
+            integration_branch TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            policy_sha256 TEXT NOT NULL,
+            requirements_version INTEGER NOT NULL DEFAULT 0,
+            architecture_version INTEGER NOT NULL DEFAULT 0,
+            graph_version INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX runs_created ON runs (created_at);
+
+        CREATE TABLE requirement_versions (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            version INTEGER NOT NULL,
+            content_sha256 TEXT NOT NULL,
+            reason TEXT,
+            body TEXT NOT NULL,
+            frozen_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, version)
+        );
+
+        CREATE TABLE architecture_versions (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            version INTEGER NOT NULL,
+            content_sha256 TEXT NOT NULL,
+            reason TEXT,
+            body TEXT NOT NULL,
+            frozen_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, version)
+        );
+
+        CREATE TABLE graph_versions (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            version INTEGER NOT NULL,
+            content_sha256 TEXT NOT NULL,
+            body TEXT NOT NULL,
+            registered_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, version)
+        );
+
+        CREATE TABLE tasks (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            goal TEXT NOT NULL,
+            status TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            depends_on TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            requirements TEXT NOT NULL,
+            acceptance TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (run_id, id)
+        );
+        CREATE INDEX tasks_by_status ON tasks (run_id, status, seq);
+
+        CREATE TABLE task_edges (
+            run_id TEXT NOT NULL,
+            task_id TEXT NOT NULL,
+            depends_on TEXT NOT NULL,
+            PRIMARY KEY (run_id, task_id, depends_on)
+        );
+        CREATE INDEX task_edges_by_dependency ON task_edges (run_id, depends_on);
+
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT,
+            task_id TEXT,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX events_by_run ON events (run_id, id);
+        """
+    )
+
+
+@migrations()
+def m002_execution(db: Database) -> None:
+    """Dispatch and leases on tasks, durable jobs, evidence, artifacts, risks, checkpoints."""
+    db.executescript(
+        """
+        ALTER TABLE tasks ADD COLUMN executor TEXT;
+        ALTER TABLE tasks ADD COLUMN dispatched_by TEXT;
+        ALTER TABLE tasks ADD COLUMN branch TEXT;
+        ALTER TABLE tasks ADD COLUMN worktree TEXT;
+        ALTER TABLE tasks ADD COLUMN base_sha TEXT;
+        ALTER TABLE tasks ADD COLUMN lease_owner TEXT;
+        ALTER TABLE tasks ADD COLUMN lease_expires TEXT;
+        ALTER TABLE tasks ADD COLUMN dispatched_at TEXT;
+        ALTER TABLE tasks ADD COLUMN accepted_at TEXT;
+        ALTER TABLE tasks ADD COLUMN accepted_sha TEXT;
+        ALTER TABLE tasks ADD COLUMN merge_sha TEXT;
+        ALTER TABLE tasks ADD COLUMN checkpoint INTEGER;
+        ALTER TABLE tasks ADD COLUMN cancel_reason TEXT;
+
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            progress TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_expires TEXT,
+            heartbeat_at TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX jobs_by_status ON jobs (status, id);
+        CREATE INDEX jobs_by_task ON jobs (run_id, task_id, id);
+
+        CREATE TABLE evidence (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            kind TEXT NOT NULL,
+            label TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            command TEXT,
+            exit_code INTEGER,
+            duration_ms INTEGER,
+            head_sha TEXT,
+            diff_sha256 TEXT,
+            job_id INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX evidence_by_task ON evidence (run_id, task_id, id);
+
+        CREATE TABLE artifacts (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX artifacts_by_owner ON artifacts (owner);
+
+        CREATE TABLE risks (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX risks_by_run ON risks (run_id, id);
+
+        CREATE TABLE checkpoints (
+            run_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            tag TEXT NOT NULL,
+            sha TEXT NOT NULL,
+            task_id TEXT,
+            created_at TEXT NOT NULL,
+            reverted_at TEXT,
+            PRIMARY KEY (run_id, n)
+        );
+        """
+    )
+
+
+@migrations()
+def m003_review(db: Database) -> None:
+    """Reviews and their findings, and human approvals."""
+    db.executescript(
+        """
+        CREATE TABLE reviews (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            nonce TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            status TEXT NOT NULL,
+            verdict TEXT,
+            summary TEXT,
+            base_sha TEXT NOT NULL,
+            head_sha TEXT NOT NULL,
+            diff_sha256 TEXT NOT NULL,
+            requirements_version INTEGER NOT NULL,
+            executor TEXT,
+            conversation_url TEXT,
+            job_id INTEGER,
+            reply TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            completed_at TEXT
+        );
+        CREATE INDEX reviews_by_task ON reviews (run_id, task_id, created_at);
+
+        CREATE TABLE findings (
+            review_id TEXT NOT NULL REFERENCES reviews (id),
+            idx INTEGER NOT NULL,
+            severity TEXT NOT NULL,
+            file TEXT,
+            line INTEGER,
+            title TEXT NOT NULL,
+            detail TEXT,
+            suggestion TEXT,
+            PRIMARY KEY (review_id, idx)
+        );
+
+        CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            by TEXT NOT NULL,
+            via TEXT NOT NULL,
+            head_sha TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX approvals_by_run ON approvals (run_id, id);
+        """
+    )
+
+
+def migrate(db: Database, *, stop_before: str | None = None) -> None:
+    """Apply pending migrations (the caller holds the write lock)."""
+    migrations.apply(db, stop_before=stop_before)

@@ -1,0 +1,364 @@
+"""The execution plane, domain level: dispatch, checks, red→green, gates, accept, cancel, rollback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from planegate.store import verify_ledger
+from planegate.tools.accept import accept_task
+from planegate.tools.checks import checks_result, start_checks
+from planegate.tools.dispatch import cancel_task, dispatch_task
+from planegate.tools.env import Env
+from planegate.tools.errors import Conflict, GatesUnmet, InvalidInput, NotFound, WrongState
+from planegate.tools.evidence import record_evidence
+from planegate.tools.models import TaskSpec
+from planegate.tools.reconcile import reconcile
+from planegate.tools.status import get_status
+from tests.execution import MUL, MUL_TEST, calc_repo, drain, open_env, planned_run, write
+from tests.helpers import commit_all, git
+
+
+@pytest.fixture
+def env(fresh_machine: Path) -> Iterator[Env]:
+    opened = open_env(fresh_machine)
+    yield opened
+    opened.close()
+
+
+def unmet(exc: pytest.ExceptionInfo[GatesUnmet]) -> dict[str, str]:
+    return {g.gate: g.reason for g in exc.value.unmet}
+
+
+def do_calc(env: Env, run: str, files: dict[str, str] | None = None) -> Path:
+    """Dispatch `calc`, write mul and its test (or ``files``), commit, run the checks."""
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, files or {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
+    commit_all(worktree, "mul")
+    start_checks(env, run, "calc")
+    drain(env)
+    return worktree
+
+
+def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    dispatched = dispatch_task(env, run, "calc")
+    worktree = Path(dispatched.worktree)
+    assert worktree.is_relative_to(env.settings.worktrees)
+    assert dispatched.branch == f"planegate/{run}/calc"
+    assert (worktree / ".planegate-task.md").read_text().startswith("# Task calc: Multiply")
+    assert git(worktree, "status", "--porcelain") == ""  # the envelope stays out of the diff
+    assert get_status(env, run).status.stage == "executing"  # type: ignore[union-attr]
+
+    write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
+    head = commit_all(worktree, "mul")
+    job = start_checks(env, run, "calc")
+    assert drain(env) == ["succeeded"]
+    result = checks_result(env, job)
+    assert result.all_passed and result.head_sha == head
+    assert {line.check for line in result.results} == {"test", "red_green"}
+    assert "proven" in next(line.summary for line in result.results if line.check == "red_green")
+
+    status = get_status(env, run).status
+    assert status is not None
+    gates = {g.gate: g.ok for g in status.active[0].gates}
+    assert gates == {
+        "dependencies": True,
+        "scope": True,
+        "budget": True,
+        "secrets": True,
+        "checks": True,
+        "red_green": True,
+        "review": True,
+        "merge": True,
+    }
+
+    accepted = accept_task(env, run, "calc")
+    assert accepted.checkpoint == f"planegate/{run}/cp-1"
+    assert accepted.unlocked == ["docs"] and accepted.worktree_removed and not worktree.exists()
+    integration = git(repo, "rev-parse", f"planegate/{run}/integration")
+    assert integration == accepted.merge_sha == git(repo, "rev-parse", accepted.checkpoint)
+    message = git(repo, "log", "-1", "--format=%B", integration)
+    assert f"Planegate-Run: {run}" in message and "Planegate-Task: calc" in message
+    assert "Planegate-Evidence: " in message
+    assert git(repo, "rev-parse", f"{integration}^2") == head  # --no-ff merge of the task head
+    assert git(repo, "config", "--get", "user.name") == "Test Author"
+    assert git(repo, "log", "-1", "--format=%cn", integration) == "Test Author"
+    assert verify_ledger(env.store).ok
+
+
+def test_merges_on_a_machine_without_any_git_identity_use_the_documented_default(tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    git(repo, "config", "--unset", "user.name")
+    git(repo, "config", "--unset", "user.email")
+    run = planned_run(env, repo)
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
+    git(worktree, "add", "-A")
+    git(worktree, "-c", "user.name=Worker", "-c", "user.email=w@example.invalid", "commit", "-qm", "mul")
+    start_checks(env, run, "calc")
+    drain(env)
+    accepted = accept_task(env, run, "calc")
+    assert git(repo, "log", "-1", "--format=%cn <%ce>", accepted.merge_sha) == "planegate <planegate@localhost>"
+
+
+@pytest.mark.parametrize("bad", ["-x", "../x", "X", "a..b", "x.lock"])
+def test_dispatch_refuses_malformed_task_ids(tmp_path: Path, env: Env, bad: str) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    before = env.store.event_count()
+    with pytest.raises(InvalidInput, match=f"task id {bad!r}"):
+        dispatch_task(env, run, bad)
+    assert env.store.event_count() == before
+
+
+def test_dispatch_refuses_a_run_that_is_not_planned_and_a_blocked_task(tmp_path: Path, env: Env) -> None:
+    from planegate.tools.runs import start_run
+
+    repo = calc_repo(tmp_path / "calc")
+    draft = start_run(env, str(repo), "draft").run
+    with pytest.raises((WrongState, NotFound)):
+        dispatch_task(env, draft, "calc")
+    run = planned_run(env, repo)
+    before = env.store.event_count()
+    with pytest.raises(WrongState, match=r"depends on calc \(ready\), not yet accepted"):
+        dispatch_task(env, run, "docs")
+    assert env.store.event_count() == before
+    assert not (env.settings.worktrees / run / "docs").exists()
+
+
+def test_dispatch_serialises_overlapping_scopes_and_respects_max_parallel(tmp_path: Path, env: Env) -> None:
+    tasks = [
+        TaskSpec(id="calc", title="a", goal="a", scope=["src/calc.py"], requirements=["R1"]),
+        TaskSpec(id="calc2", title="b", goal="b", scope=["src/*.py"], requirements=["R1"]),
+        TaskSpec(id="text", title="c", goal="c", scope=["src/text.py"], requirements=["R2"]),
+        TaskSpec(id="more", title="d", goal="d", scope=["secrets/notes.md"], requirements=["R2"]),
+    ]
+    from planegate.tools.runs import freeze_architecture
+    from tests.execution import Module
+
+    repo = calc_repo(tmp_path / "calc", max_parallel=2)
+    run = planned_run(env, repo, tasks=[tasks[0], tasks[2], tasks[3]])
+    freeze_architecture(
+        env,
+        run,
+        [Module(name="src", owns=["src/**"]), Module(name="secrets", owns=["secrets/**"])],
+        [],
+        amend_reason="one src module",
+    )
+    from planegate.tools.graph import register_graph
+
+    register_graph(env, run, tasks)
+    dispatch_task(env, run, "calc")
+    with pytest.raises(Conflict, match=r"'calc2' \(src/\*\.py\) overlaps running task 'calc' \(src/calc.py\)"):
+        dispatch_task(env, run, "calc2")
+    dispatch_task(env, run, "text")
+    with pytest.raises(Conflict, match="max_parallel is 2"):
+        dispatch_task(env, run, "more")
+    with pytest.raises(Conflict, match="already dispatched"):
+        dispatch_task(env, run, "calc")
+    assert len(list((env.settings.worktrees / run).iterdir())) == 2
+
+
+def test_run_checks_refuses_uncommitted_changes(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, {"src/calc.py": MUL})
+    with pytest.raises(WrongState, match=r"uncommitted changes .*src/calc.py; commit them"):
+        start_checks(env, run, "calc")
+    with pytest.raises(NotFound, match="check 'lint' is not in the run's policy"):
+        start_checks(env, run, "calc", ["lint"])
+
+
+def test_an_edit_outside_scope_or_in_a_denied_path_is_refused(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc", deny_paths=["src/__init__.py"]))
+    worktree = do_calc(env, run, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST, "src/text.py": "x = 1\n"})
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    assert "src/text.py" in unmet(refused)["scope"]
+    git(worktree, "checkout", "HEAD~1", "--", "src/text.py")
+    write(worktree, {"src/__init__.py": "# touched\n"})
+    commit_all(worktree, "fix scope, touch a denied path")
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    assert "denied paths: src/__init__.py" in unmet(refused)["scope"]
+
+
+def test_over_budget_committed_aws_key_and_failing_check_are_all_reported_at_once(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc", max_files=2))
+    key = "AKIA" + "IOSFODNN7" + "EXAMPLE"
+    files = {
+        "src/calc.py": MUL + f'\nAWS_ACCESS_KEY_ID = "{key}"\n',
+        "tests/test_mul.py": "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 7\n",
+        "tests/test_more.py": "def test_nothing():\n    pass\n",
+    }
+    do_calc(env, run, files)
+    before = env.store.event_count()
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    reasons = unmet(refused)
+    assert "3 files changed (max_files 2)" in reasons["budget"]
+    assert "AWS Access Key at src/calc.py:" in reasons["secrets"]
+    assert "test (exit 1" in reasons["checks"]
+    assert "red_green" in reasons
+    assert "Next:" in str(refused.value)
+    assert env.store.event_count() == before
+    repo = Path(env.run_row(run)["repo"])
+    assert git(repo, "rev-parse", f"planegate/{run}/integration") == env.run_row(run)["base_sha"]
+
+
+def test_evidence_made_before_a_new_commit_is_stale(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = do_calc(env, run)
+    write(worktree, {"README.md": "changed after the checks\n"})
+    commit_all(worktree, "later")
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    assert "stale" in unmet(refused)["checks"]
+    status = get_status(env, run).status
+    assert status is not None
+    assert all(e.stale for e in status.active[0].evidence)
+
+
+def test_agent_reported_evidence_alone_never_satisfies_a_gate(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
+    commit_all(worktree, "mul")
+    write(worktree, {"out.log": "1 passed\n"})
+    with pytest.raises(InvalidInput, match="reserved for the server"):
+        record_evidence(env, run, "calc", "test", "direct", "trust me", exit_code=0)
+    with pytest.raises(InvalidInput, match="outside the task's worktree"):
+        record_evidence(env, run, "calc", "test", "local", "ran it", artifacts=["../../../etc/passwd"])
+    reported = record_evidence(env, run, "calc", "test", "local", "1 passed", "pytest", 0, ["out.log"])
+    assert not reported.counted and reported.artifacts[0].sha256
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    assert "only has reported evidence, which is never counted" in unmet(refused)["checks"]
+    status = get_status(env, run).status
+    assert status is not None
+    assert any("reports test passed, with no direct evidence" in r for r in status.risks)
+
+
+def test_a_claimed_pass_that_the_server_sees_fail_is_recorded_as_a_misalignment(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST.replace("== 6", "== 7")})
+    commit_all(worktree, "broken mul test")
+    record_evidence(env, run, "calc", "test", "local", "all green on my machine", exit_code=0)
+    start_checks(env, run, "calc", ["test"])
+    drain(env)
+    status = get_status(env, run).status
+    assert status is not None
+    assert any(r.startswith("misalignment on calc: reported evidence") for r in status.risks)
+    kinds = [r["kind"] for r in env.store.rows("SELECT kind FROM events WHERE run_id = ?", (run,))]
+    assert "task.misalignment" in kinds
+
+
+def test_red_green_refuses_tests_that_also_pass_on_the_base(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    always = "from src.calc import add\n\n\ndef test_add_again():\n    assert add(1, 1) == 2\n"
+    do_calc(env, run, {"src/calc.py": MUL, "tests/test_again.py": always})
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "calc")
+    assert "also pass on base" in unmet(refused)["red_green"]
+
+
+def test_a_merge_conflict_sets_changes_requested_and_loses_nothing(tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc", require_red_green=False)
+    run = planned_run(env, repo)
+    calc = do_calc(env, run, {"src/calc.py": MUL, "tests/test_shared.py": "def test_a():\n    assert 1\n"})
+    text = Path(dispatch_task(env, run, "text").worktree)
+    write(
+        text,
+        {
+            "src/text.py": "def whisper(s):\n    return s.lower()\n",
+            "tests/test_shared.py": "def test_b():\n    assert 2\n",
+        },
+    )
+    text_head = commit_all(text, "whisper")
+    start_checks(env, run, "text")
+    drain(env)
+    accept_task(env, run, "calc")
+    integration = git(repo, "rev-parse", f"planegate/{run}/integration")
+    with pytest.raises(GatesUnmet) as refused:
+        accept_task(env, run, "text")
+    assert "conflicts in tests/test_shared.py" in unmet(refused)["merge"]
+    assert env.task_row(run, "text")["status"] == "changes_requested"
+    assert git(repo, "rev-parse", f"planegate/{run}/integration") == integration
+    assert git(text, "rev-parse", "HEAD") == text_head and git(text, "status", "--porcelain") == ""
+    assert not calc.exists()
+
+
+def test_cancel_releases_the_lease_keeps_the_worktree_and_refuses_accepted_tasks(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = Path(dispatch_task(env, run, "text").worktree)
+    with pytest.raises(InvalidInput, match="reason is empty"):
+        cancel_task(env, run, "text", " ")
+    cancelled = cancel_task(env, run, "text", "not needed after all")
+    row = env.task_row(run, "text")
+    assert (row["status"], row["lease_owner"], row["cancel_reason"]) == ("cancelled", None, "not needed after all")
+    assert worktree.is_dir() and cancelled.worktree == str(worktree)
+    do_calc(env, run)
+    accept_task(env, run, "calc")
+    with pytest.raises(WrongState, match="planegate rollback"):
+        cancel_task(env, run, "calc", "oops")
+
+
+def test_rollback_resets_integration_and_returns_later_tasks_to_ready(tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    do_calc(env, run)
+    first = accept_task(env, run, "calc")
+    text = Path(dispatch_task(env, run, "text").worktree)
+    write(
+        text,
+        {
+            "src/text.py": "def whisper(s):\n    return s.lower()\n",
+            "tests/test_text.py": "from src.text import whisper\n\n\ndef test_w():\n    assert whisper('A') == 'a'\n",
+        },
+    )
+    text_head = commit_all(text, "whisper")
+    start_checks(env, run, "text")
+    drain(env)
+    second = accept_task(env, run, "text")
+    assert second.checkpoint.endswith("cp-2")
+    done = subprocess.run(
+        [sys.executable, "-m", "planegate.server.cli", "rollback", run, "--to", "cp-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "text" in done.stdout
+    assert git(repo, "rev-parse", f"planegate/{run}/integration") == first.merge_sha
+    assert env.task_row(run, "text")["status"] == "ready"
+    assert env.task_row(run, "calc")["status"] == "accepted"
+    assert git(repo, "rev-parse", "--verify", f"planegate/{run}/text")  # the branch is kept
+    event = env.store.one("SELECT actor, payload FROM events WHERE kind = 'run.rolled_back'")
+    assert event is not None and event["actor"].startswith("user:")
+    assert json.loads(event["payload"])["undone"] == ["text"]
+    again = dispatch_task(env, run, "text")  # the kept branch comes back with its commits
+    assert git(Path(again.worktree), "rev-parse", "HEAD") == text_head
+    assert verify_ledger(env.store).ok
+
+
+def test_reconcile_removes_clean_orphan_worktrees_and_keeps_dirty_ones(tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    clean = env.settings.worktrees / run / "ghost"
+    dirty = env.settings.worktrees / run / "ghost2"
+    git(repo, "worktree", "add", "-q", "-b", "g1", str(clean))
+    git(repo, "worktree", "add", "-q", "-b", "g2", str(dirty))
+    write(dirty, {"unsaved.txt": "work in progress\n"})
+    report = reconcile(env)
+    assert report.removed_orphans == [str(clean)] and report.kept_orphans == [str(dirty)]
+    assert not clean.exists() and (dirty / "unsaved.txt").exists()
+    assert git(repo, "rev-parse", "--verify", "g1")  # branches are never deleted
+    status = get_status(env, run).status
+    assert status is not None and any("uncommitted work" in r for r in status.risks)

@@ -1,0 +1,191 @@
+"""The ledger: migrations, the hash chain, `ledger verify`, and compare-and-set across processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from planegate.store import Store, canonical_json, verify_ledger
+from planegate.store.chain import event_body
+from planegate.store.schema import migrate, migrations
+
+
+def planegate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planegate.server.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def filled_store(path: Path, events: int = 5) -> Store:
+    store = Store(path, actor="test")
+    with store.write() as w:
+        w.insert(
+            "runs",
+            {
+                "id": "r1",
+                "repo": "/x",
+                "goal": "g",
+                "base_ref": "HEAD",
+                "base_sha": "a" * 40,
+                "integration_branch": "planegate/r1/integration",
+                "stage": "draft",
+                "policy": "{}",
+                "policy_sha256": "0",
+                "created_at": w.at,
+                "updated_at": w.at,
+            },
+        )
+        w.event("run.started", run="r1", stage_from=None, stage_to="draft")
+        w.execute(
+            "INSERT INTO tasks (run_id, id, seq, title, goal, status, wave, depends_on, scope, requirements,"
+            " acceptance, updated_at) VALUES ('r1', 't1', 0, 'T', 'G', 'ready', 0, '[]', '[]', '[]', '[]', ?)",
+            (w.at,),
+        )
+        w.event("graph.registered", run="r1", statuses={"t1": "ready"})
+    for index in range(events - 2):
+        with store.write() as w:
+            w.event("note", run="r1", index=index, text="ünïcode ✓")
+    return store
+
+
+def test_a_blank_file_is_migrated_to_the_latest_schema(tmp_path: Path) -> None:
+    with Store(tmp_path / "ledger.db") as store:
+        tables = set(store.db.table_names())
+        applied = [m.name for m in migrations.applied(store.db)]
+        assert store.scalar("PRAGMA journal_mode") == "wal"
+    assert {"runs", "tasks", "events", "jobs", "evidence", "reviews", "findings", "approvals"} <= tables
+    assert applied == [m.name for m in migrations._migrations]
+
+
+def test_a_ledger_on_the_previous_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    db = Database(path)
+    migrate(db, stop_before="m002_execution")
+    db.execute(
+        "INSERT INTO runs (id, repo, goal, base_ref, base_sha, integration_branch, stage, policy, policy_sha256,"
+        " created_at, updated_at) VALUES ('old', '/r', 'g', 'HEAD', 'abc', 'b', 'draft', '{}', '0', 't', 't')"
+    )
+    assert "jobs" not in db.table_names()
+    db.close()
+    with Store(path) as store:
+        assert store.scalar("SELECT goal FROM runs WHERE id = 'old'") == "g"
+        assert "jobs" in store.db.table_names()
+        assert "executor" in {c.name for c in store.db["tasks"].columns}
+        assert "requirements_version" in {c.name for c in store.db["reviews"].columns}
+
+
+def test_event_bodies_are_the_canonical_json_of_the_event() -> None:
+    payload = {"b": [1, {"z": None, "a": "é"}], "a": 'quote " and \\ backslash'}
+    body = event_body(7, "run", None, "kind", "actor", "2026-01-01T00:00:00.000Z", canonical_json(payload))
+    expected = {
+        "actor": "actor",
+        "at": "2026-01-01T00:00:00.000Z",
+        "id": 7,
+        "kind": "kind",
+        "payload": payload,
+        "run": "run",
+        "task": None,
+    }
+    assert body == canonical_json(expected)
+
+
+def test_a_clean_ledger_verifies_and_the_cli_prints_the_count(fresh_machine: Path) -> None:
+    filled_store(fresh_machine / "ledger.db", events=6).close()
+    done = planegate("ledger", "verify")
+    assert done.returncode == 0, done.stderr
+    assert "6 events verified" in done.stdout
+
+
+def test_editing_one_event_row_breaks_verify_at_that_event(fresh_machine: Path) -> None:
+    filled_store(fresh_machine / "ledger.db", events=6).close()
+    with sqlite3.connect(fresh_machine / "ledger.db") as conn:
+        conn.execute("UPDATE events SET payload = ? WHERE id = 4", (json.dumps({"index": 1, "text": "forged"}),))
+    done = planegate("ledger", "verify")
+    assert done.returncode == 1
+    assert "first broken event: 4 (note)" in done.stderr
+    assert "events before it verified: 3" in done.stderr
+
+
+def test_editing_a_column_deleting_an_event_or_a_status_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    filled_store(path, events=6).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE events SET actor = 'someone-else' WHERE id = 5")
+    with Store(path) as store:
+        report = verify_ledger(store)
+    assert report.chain_break is not None and report.chain_break.event_id == 5
+    assert "a column of the row" in report.chain_break.what
+
+    filled_store(tmp_path / "b.db", events=6).close()
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        conn.execute("DELETE FROM events WHERE id = 3")
+    with Store(tmp_path / "b.db") as store:
+        broken = verify_ledger(store).chain_break
+    assert broken is not None and broken.event_id == 4 and "event 3 missing" in broken.what
+
+    filled_store(tmp_path / "c.db", events=3).close()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute("UPDATE tasks SET status = 'accepted' WHERE id = 't1'")
+    with Store(tmp_path / "c.db") as store:
+        report = verify_ledger(store)
+    assert report.chain_break is None and not report.ok
+    assert report.state_problems == ["task r1/t1: status is 'accepted' but its events last recorded 'ready'"]
+
+
+def test_a_failed_transaction_leaves_no_event(tmp_path: Path) -> None:
+    store = filled_store(tmp_path / "ledger.db", events=2)
+    with pytest.raises(RuntimeError), store.write() as w:
+        w.event("half", run="r1")
+        raise RuntimeError("crash in the middle")
+    assert store.event_count() == 2
+    assert verify_ledger(store).ok
+    store.close()
+
+
+RACER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from planegate.store import Store
+    path, go = Path(sys.argv[1]), Path(sys.argv[2])
+    store = Store(path, actor=sys.argv[3])
+    (go.parent / ("ready-" + sys.argv[3])).touch()
+    while not go.exists():
+        time.sleep(0.001)
+    with store.write() as w:
+        won = w.cas("tasks", {"run_id": "r1", "id": "t1"}, {"status": "ready"}, {"status": "in_progress"})
+        if won:
+            w.event("task.dispatched", run="r1", task="t1", **{"from": "ready", "to": "in_progress"})
+    print("won" if won else "lost")
+    """
+)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_processes_racing_for_one_status_change_give_one_winner(tmp_path: Path, attempt: int) -> None:
+    path = tmp_path / "ledger.db"
+    filled_store(path, events=2).close()
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(path), str(go), f"p{i}"], stdout=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"ready-p{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline, "racers did not open the ledger in time"
+        time.sleep(0.01)
+    go.touch()
+    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in racers)
+    assert outcomes == ["lost", "won"]
+    with Store(path) as store:
+        assert store.scalar("SELECT status FROM tasks WHERE id = 't1'") == "in_progress"
+        assert store.scalar("SELECT COUNT(*) FROM events WHERE kind = 'task.dispatched'") == 1
+        assert verify_ledger(store).ok

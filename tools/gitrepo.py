@@ -1,0 +1,308 @@
+"""The git adapter: everything planegate does to a repository, through gitpython.
+
+Rules that hold for every call: argv lists only; names are validated before they get here and
+never start with ``-``; ``--`` separates options from paths; refs move by compare-and-set
+(``update-ref <ref> <new> <old>``) so two sessions cannot both move one branch. planegate never
+touches the user's working tree or current branch: merges are computed with
+``git merge-tree --write-tree`` (a temporary worktree on git < 2.38) and committed with
+``commit-tree``. Commits planegate makes carry the repository's identity, or the documented
+default ``planegate <planegate@localhost>`` on a machine that has none.
+
+``GitCommandError`` is translated to ``GitError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import GitError, InvalidInput
+
+if TYPE_CHECKING:
+    from git import Repo
+
+DEFAULT_IDENTITY = ("planegate", "planegate@localhost")
+ZERO = "0" * 40
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    added: int
+    deleted: int
+    binary: bool = False
+
+
+@dataclass(frozen=True)
+class DiffFacts:
+    """What a task changed between two commits."""
+
+    base: str
+    head: str
+    files: list[FileChange]
+    text: str
+    sha256: str
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    @property
+    def changed_lines(self) -> int:
+        return sum(f.added + f.deleted for f in self.files)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    ok: bool
+    sha: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _git_version() -> tuple[int, ...]:
+    from git import Git
+
+    return tuple(Git().version_info)
+
+
+class GitRepo:
+    """One repository (or one of its worktrees), opened by path."""
+
+    def __init__(self, path: Path | str) -> None:
+        from git import Repo
+        from git.exc import InvalidGitRepositoryError, NoSuchPathError
+
+        target = Path(path).expanduser()
+        if not target.exists():
+            raise InvalidInput(f"repo {str(path)!r} does not exist; pass the path of a git repository")
+        try:
+            self.repo: Repo = Repo(target)
+        except (InvalidGitRepositoryError, NoSuchPathError) as exc:
+            raise InvalidInput(
+                f"repo {str(path)!r} is not a git repository; run `git init` there or pass the repository root"
+            ) from exc
+        if self.repo.bare:
+            raise InvalidInput(f"repo {str(path)!r} is a bare repository; pass a repository with a working tree")
+        self.root = Path(self.repo.working_tree_dir or target).resolve()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def git(self, *args: str, env: dict[str, str] | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
+        """Run ``git <args>`` in this repository; stdout without its trailing newline."""
+        status, out, err = self._run(args, env)
+        if status not in ok_codes:
+            raise GitError(f"git {' '.join(args[:3])} failed in {self.root} (exit {status}): {err.strip()[:600]}")
+        return out
+
+    def _run(self, args: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        status, out, err = self._run_bytes(args, env)
+        return status, out.decode("utf-8", "replace").rstrip("\n"), err.decode("utf-8", "replace")
+
+    def _run_bytes(self, args: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+        from git.exc import GitCommandError
+
+        try:
+            status, out, err = self.repo.git.execute(
+                ["git", *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                env=env,
+                strip_newline_in_stdout=False,
+                stdout_as_string=False,
+            )
+        except GitCommandError as exc:  # git could not be started at all
+            raise GitError(f"could not run git in {self.root}: {exc}") from exc
+        err_bytes = err if isinstance(err, bytes) else str(err).encode()
+        return int(status or 0), bytes(out), err_bytes
+
+    def rev(self, ref: str) -> str | None:
+        """The commit ``ref`` names, or None."""
+        if ref.startswith("-"):
+            raise InvalidInput(f"ref {ref!r} may not start with '-'")
+        status, out, _ = self._run(("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"))
+        return out.strip() if status == 0 and out.strip() else None
+
+    def branch_sha(self, branch: str) -> str | None:
+        """A local branch's tip, read from the ref files (no subprocess)."""
+        from git import Head
+
+        head = Head(self.repo, f"refs/heads/{branch}")
+        try:
+            return str(head.commit.hexsha)
+        except ValueError:
+            return None
+
+    def has_commits(self) -> bool:
+        return self.rev("HEAD") is not None
+
+    def update_ref(self, ref: str, new: str, old: str | None) -> bool:
+        """Move ``ref`` to ``new`` only if it is at ``old`` (``None``: only if it does not exist)."""
+        status, _, _ = self._run(("update-ref", "--no-deref", ref, new, old or ZERO))
+        return status == 0
+
+    def delete_ref(self, ref: str, old: str) -> bool:
+        status, _, _ = self._run(("update-ref", "-d", ref, old))
+        return status == 0
+
+    def identity(self) -> tuple[str, str]:
+        """The repository's committer identity, or the documented default."""
+        reader = self.repo.config_reader()
+        name = reader.get_value("user", "name", default="") or DEFAULT_IDENTITY[0]
+        email = reader.get_value("user", "email", default="") or DEFAULT_IDENTITY[1]
+        return str(name), str(email)
+
+    def identity_env(self, author: tuple[str, str] | None = None) -> dict[str, str]:
+        name, email = self.identity()
+        author_name, author_email = author or (name, email)
+        return {
+            **os.environ,
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+
+    def common_dir(self) -> Path:
+        return Path(self.repo.common_dir).resolve()
+
+    # -- worktrees --------------------------------------------------------------------------
+
+    def add_worktree(self, path: Path, branch: str, base: str) -> None:
+        """Create ``branch`` at ``base`` checked out in a new worktree at ``path``."""
+        self.git("worktree", "add", "--quiet", "-b", branch, "--", str(path), base)
+
+    def remove_worktree(self, path: Path, *, force: bool = False) -> None:
+        args = ["worktree", "remove", *(["--force"] if force else []), "--", str(path)]
+        self.git(*args)
+
+    def prune_worktrees(self) -> None:
+        self.git("worktree", "prune")
+
+    def worktree_paths(self) -> set[Path]:
+        out = self.git("worktree", "list", "--porcelain")
+        return {Path(line[len("worktree ") :]).resolve() for line in out.splitlines() if line.startswith("worktree ")}
+
+    def exclude(self, pattern: str) -> None:
+        """Keep ``pattern`` out of every worktree's ``git status``/``add`` (shared info/exclude)."""
+        exclude = self.common_dir() / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        current = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if pattern not in current.splitlines():
+            with exclude.open("a", encoding="utf-8") as handle:
+                handle.write(("" if current.endswith("\n") or not current else "\n") + pattern + "\n")
+
+    def dirty_paths(self) -> list[str]:
+        """Uncommitted changes in this worktree (untracked files included)."""
+        out = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all")
+        entries = [e for e in out.split("\0") if e]
+        return [e[3:] for e in entries if len(e) > 3]
+
+    def commit_all(self, message: str, author: tuple[str, str] | None = None) -> str | None:
+        """Commit every change in this worktree; the new head, or None when nothing changed."""
+        if not self.dirty_paths():
+            return None
+        self.git("add", "-A", "--", ".")
+        self.git("commit", "--quiet", "--no-verify", "-m", message, env=self.identity_env(author))
+        return self.rev("HEAD")
+
+    # -- facts ------------------------------------------------------------------------------
+
+    def diff(self, base: str, head: str) -> DiffFacts:
+        """The change ``base..head``: per-file line counts, the unified diff and its sha256."""
+        files: list[FileChange] = []
+        numstat = self.git("diff", "--numstat", "-z", "--no-renames", "--no-ext-diff", base, head, "--")
+        for entry in numstat.split("\0"):
+            if not entry:
+                continue
+            added, deleted, path = entry.split("\t", 2)
+            binary = added == "-"
+            files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(deleted), binary))
+        args = ("diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index", "--binary", base, head, "--")
+        status, raw, err = self._run_bytes(args)
+        if status != 0:
+            raise GitError(f"git diff {base[:12]} {head[:12]} failed in {self.root}: {err.decode(errors='replace')}")
+        return DiffFacts(base, head, files, raw.decode("utf-8", "replace"), hashlib.sha256(raw).hexdigest())
+
+    def show(self, sha: str, path: str) -> bytes | None:
+        """A file's bytes at a commit, or None when it does not exist there."""
+        status, out, _ = self._run_bytes(("cat-file", "blob", f"{sha}:{path}"))
+        return out if status == 0 else None
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        status, _, _ = self._run(("merge-base", "--is-ancestor", ancestor, descendant))
+        return status == 0
+
+    # -- merging ----------------------------------------------------------------------------
+
+    def merge(self, target_branch: str, source: str, message: str) -> MergeResult:
+        """Merge ``source`` into ``target_branch`` with a --no-ff merge commit; never half-done.
+
+        The target branch moves by compare-and-set; on a conflict nothing moves and the
+        conflicting files are listed.
+        """
+        target = self.branch_sha(target_branch)
+        if target is None:
+            raise GitError(f"branch {target_branch!r} is missing in {self.root}; was it deleted by hand?")
+        if _git_version() >= (2, 38):
+            status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
+            if status not in (0, 1):
+                raise GitError(f"git merge-tree failed in {self.root}: {err.strip()[:600]}")
+            lines = out.splitlines()
+            if status == 1:
+                return MergeResult(False, conflicts=sorted({p for p in lines[1:] if p}))
+            tree = lines[0].strip()
+            sha = self.git(
+                "commit-tree", tree, "-p", target, "-p", source, "-m", message, env=self.identity_env()
+            ).strip()
+        else:
+            result = self._merge_in_scratch_worktree(target, source, message)
+            if not result.ok or result.sha is None:
+                return result
+            sha = result.sha
+        if not self.update_ref(f"refs/heads/{target_branch}", sha, target):
+            raise GitError(f"branch {target_branch!r} moved while merging; call accept again")
+        return MergeResult(True, sha)
+
+    def _merge_in_scratch_worktree(self, target: str, source: str, message: str) -> MergeResult:
+        scratch = Path(tempfile.mkdtemp(prefix="planegate-merge-"))
+        path = scratch / "wt"
+        self.git("worktree", "add", "--quiet", "--detach", "--", str(path), target)
+        try:
+            worktree = GitRepo(path)
+            status, _, _ = worktree._run(("merge", "--no-ff", "--no-commit", "--no-edit", source))
+            if status != 0:
+                conflicts = worktree.git("diff", "--name-only", "--diff-filter=U").splitlines()
+                worktree._run(("merge", "--abort"))
+                return MergeResult(False, conflicts=sorted(set(conflicts)))
+            worktree.git("commit", "--quiet", "--no-verify", "-m", message, env=self.identity_env())
+            return MergeResult(True, worktree.rev("HEAD"))
+        finally:
+            self.git("worktree", "remove", "--force", "--", str(path))
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def merge_check(self, target: str, source: str) -> MergeResult:
+        """Would ``source`` merge cleanly onto ``target``? Nothing is written."""
+        if _git_version() >= (2, 38):
+            status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
+            if status == 0:
+                return MergeResult(True)
+            if status == 1:
+                return MergeResult(False, conflicts=sorted({p for p in out.splitlines()[1:] if p}))
+            raise GitError(f"git merge-tree failed in {self.root}: {err.strip()[:600]}")
+        return MergeResult(True)  # old git: the merge itself reports conflicts
+
+    def tag(self, name: str, sha: str) -> bool:
+        return self.update_ref(f"refs/tags/{name}", sha, None)
+
+
+_TRAILER_SAFE = re.compile(r"[\r\n]+")
+
+
+def trailers(pairs: dict[str, Any]) -> str:
+    return "\n".join(f"{key}: {_TRAILER_SAFE.sub(' ', str(value))}" for key, value in pairs.items())

@@ -1,0 +1,280 @@
+"""The project-owned policy: ``.planegate/policy.toml`` in the orchestrated repository.
+
+The file is optional; every key has a documented default (``DEFAULT_POLICY_TOML`` is the
+commented template ``planegate init`` writes). A run snapshots the policy when it starts, so a
+task cannot loosen its own gates by editing the file; ``.planegate/**`` is always a denied path.
+
+A malformed file is refused whole with the file, the line and the key named.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidInput, PolicyError
+from .globs import normalize_glob
+
+POLICY_PATH = Path(".planegate") / "policy.toml"
+ALWAYS_DENIED = (".planegate/**", ".git/**")
+
+DEFAULT_TEST_PATHS = [
+    "tests/**",
+    "test/**",
+    "**/__tests__/**",
+    "**/test_*.py",
+    "**/*_test.py",
+    "**/*_test.go",
+    "**/*.test.[jt]s",
+    "**/*.test.[jt]sx",
+    "**/*.spec.[jt]s",
+]
+DEFAULT_RUNTIME_PATHS = [
+    "**/*.py",
+    "**/*.[jt]s",
+    "**/*.[jt]sx",
+    "**/*.go",
+    "**/*.rs",
+    "**/*.java",
+    "**/*.kt",
+    "**/*.rb",
+    "**/*.c",
+    "**/*.h",
+    "**/*.cc",
+    "**/*.cpp",
+    "**/*.cs",
+    "**/*.swift",
+    "**/*.php",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExecutorSettings(_Section):
+    command: list[str] | None = None
+    codex: str = "codex"
+    model: str | None = None
+    codex_args: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=3600, gt=0)
+    env_allow: list[str] = Field(default_factory=list)
+
+
+class ReviewSettings(_Section):
+    reviewer: Literal["chatgpt", "command", "manual"] = "chatgpt"
+    command: list[str] | None = None
+    project: str | None = None
+    model_hint: str | None = None
+    cdp_urls: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=1800, gt=0)
+
+
+class Policy(_Section):
+    """Every gate and limit a run is held to; the defaults are the documented ones."""
+
+    checks: dict[str, list[str]] = Field(default_factory=dict)
+    required_checks: list[str] | None = None
+    test_check: str = "test"
+    deny_paths: list[str] = Field(default_factory=list)
+    test_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_TEST_PATHS))
+    runtime_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_RUNTIME_PATHS))
+    max_files: int = Field(default=25, gt=0)
+    max_changed_lines: int = Field(default=1200, gt=0)
+    max_parallel: int = Field(default=2, gt=0)
+    lease_minutes: float = Field(default=60, gt=0)
+    allowed_extensions: list[str] | None = None
+    require_review: bool = True
+    require_red_green: bool = True
+    require_architecture: bool = True
+    require_human_approval: bool = True
+    retain_worktrees: bool = False
+    check_timeout_s: float = Field(default=1800, gt=0)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+    @field_validator("checks")
+    @classmethod
+    def _argv_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, argv in value.items():
+            if not argv or not all(isinstance(a, str) and a for a in argv):
+                raise ValueError(f'check {name!r} needs a non-empty argv list, e.g. {name} = ["pytest", "-q"]')
+        return value
+
+    @field_validator("deny_paths", "test_paths", "runtime_paths")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        try:
+            return [normalize_glob(g) for g in value]
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("allowed_extensions")
+    @classmethod
+    def _extensions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return [e if e.startswith(".") else f".{e}" for e in value]
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> Policy:
+        for name in self.required_checks or []:
+            if name not in self.checks:
+                raise ValueError(f"required_checks names {name!r}, which is not defined under [checks]")
+        return self
+
+    @property
+    def required(self) -> list[str]:
+        """The checks a task must pass: ``required_checks``, or every defined check."""
+        return list(self.checks) if self.required_checks is None else list(self.required_checks)
+
+    @property
+    def denied(self) -> list[str]:
+        return [*ALWAYS_DENIED, *self.deny_paths]
+
+    def canonical(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line where the key at ``loc`` is written (its table header counted), if found."""
+    keys = [str(part) for part in loc if not isinstance(part, int)]
+    if not keys:
+        return None
+    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks"} else None
+    key = keys[1] if section else keys[0]
+    in_section = section is None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[\s*([A-Za-z0-9_.-]+)\s*\]", stripped)
+        if header:
+            in_section = header.group(1) == section
+            if section is None:
+                in_section = False
+            continue
+        if in_section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def parse_policy(text: str, source: str = str(POLICY_PATH)) -> Policy:
+    """Parse policy TOML.
+
+    Raises:
+        PolicyError: naming the file, the line and the key, and what to write instead.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}. Fix the syntax (see `planegate init`).") from exc
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(text, loc)
+            where = f"{source}:{line}" if line else source
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown key; see the commented template `planegate init` writes for the known keys"
+            problems.append(f"{where}: key {key!r}: {message}")
+        raise PolicyError("policy refused, nothing was changed:\n" + "\n".join(problems)) from exc
+
+
+def load_policy(repo: Path) -> Policy:
+    """The repository's policy, or the defaults when it has none."""
+    path = repo / POLICY_PATH
+    if not path.is_file():
+        return Policy()
+    return parse_policy(path.read_text(encoding="utf-8"), str(path))
+
+
+def detect_test_command(repo: Path) -> list[str] | None:
+    """The obvious test command for the repository, if there is one."""
+    if (repo / "package.json").is_file():
+        try:
+            scripts = json.loads((repo / "package.json").read_text(encoding="utf-8")).get("scripts", {})
+        except (ValueError, AttributeError):
+            scripts = {}
+        if isinstance(scripts, dict) and "test" in scripts:
+            return ["npm", "test", "--silent"]
+    if (repo / "go.mod").is_file():
+        return ["go", "test", "./..."]
+    if (repo / "Cargo.toml").is_file():
+        return ["cargo", "test"]
+    python_markers = ("pytest.ini", "pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "conftest.py")
+    if any((repo / m).is_file() for m in python_markers) or any(repo.glob("tests/**/test_*.py")):
+        return ["python", "-m", "pytest", "-q"]
+    return None
+
+
+def policy_template(test_command: list[str] | None) -> str:
+    test_line = (
+        f"test = {json.dumps(test_command)}"
+        if test_command
+        else '# test = ["python", "-m", "pytest", "-q"]   # no test command was detected; set yours'
+    )
+    return DEFAULT_POLICY_TOML.replace("{TEST_LINE}", test_line)
+
+
+DEFAULT_POLICY_TOML = """\
+# planegate policy: the gates and limits every run in this repository is held to.
+# Commit this file. A run snapshots it when it starts; tasks may never edit .planegate/.
+# Every key is optional; the values shown are the defaults unless marked as an example.
+
+# Checks are argv lists (no shell), run by the server in each task's worktree.
+# required_checks: the checks a task must pass (default: every check listed here).
+# required_checks = ["test"]
+# test_check: the check red->green runs (fails on the base commit, passes on the head).
+test_check = "test"
+
+# Paths no task may change (glob: ** any depth, * within one directory). .planegate/** and
+# .git/** are always denied.
+deny_paths = []
+# Where tests live (they may change in any task), and what counts as runtime code
+# (a change to runtime code needs red->green proof when require_red_green is on).
+# test_paths = ["tests/**", "test/**", "**/__tests__/**", "**/test_*.py", "**/*_test.py", ...]
+# runtime_paths = ["**/*.py", "**/*.[jt]s", "**/*.go", "**/*.rs", ...]
+
+# Budget per task: changed files, and added + deleted lines.
+max_files = 25
+max_changed_lines = 1200
+# allowed_extensions = [".py", ".md"]   # example: refuse changes to other file types
+
+# Dispatch: tasks running at once, lease length, keep worktrees after acceptance.
+max_parallel = 2
+lease_minutes = 60
+retain_worktrees = false
+check_timeout_s = 1800
+
+# Gates.
+require_review = true
+require_red_green = true
+require_architecture = true
+require_human_approval = true
+
+[checks]
+{TEST_LINE}
+
+[executor]
+# command = ["python", "scripts/agent.py"]   # argv the `command` executor runs in the worktree
+codex = "codex"                               # the Codex CLI the `codex` executor runs
+# model = "gpt-5-codex"
+timeout_s = 3600
+env_allow = []                                # extra environment names executors and checks receive
+
+[review]
+reviewer = "chatgpt"      # chatgpt | command | manual
+# command = ["codex", "exec", "-"]           # for reviewer = "command": prompt on stdin, reply on stdout
+# project = "My project"                     # ChatGPT project to review in
+# model_hint = "Thinking"                    # text of the model menu item to pick
+# cdp_urls = ["http://127.0.0.1:9222"]       # where the logged-in browser listens
+timeout_s = 1800
+"""
