@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 from .chain import GENESIS, canonical_json, chain_hash, event_body
 
@@ -133,6 +134,8 @@ class Writer(_Access):
 class Store(_Access):
     """The ledger file: open it, read from it, write to it in transactions."""
 
+    db: Database
+
     def __init__(self, path: Path | str, *, actor: str = "planegate", busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.actor = actor
@@ -144,6 +147,8 @@ class Store(_Access):
         self._set_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        from sqlite_utils import Database  # imported here: it costs start-up time and serves migrations
+
         self.db = Database(self.conn, recursive_triggers=False, execute_plugins=False)
         self._lock = threading.RLock()
         from .schema import migrate

@@ -58,6 +58,7 @@ _HOW_TO_WRITE = (
 # --- normalization and parsing -------------------------------------------------------------
 
 
+@lru_cache(maxsize=65536)
 def normalize_glob(pattern: str) -> str:
     """Return ``pattern`` in canonical form, or raise ``InvalidInput`` naming what is wrong.
 
@@ -486,7 +487,9 @@ def _regions(charset: _CharSet, splitters: Iterable[_CharSet]) -> list[_CharSet]
     return regions
 
 
-def _literal_prefix(pattern: str) -> str:
+@lru_cache(maxsize=65536)
+def literal_prefix(pattern: str) -> str:
+    """The part of a pattern before its first wildcard: every path it matches starts with it."""
     for index, char in enumerate(pattern):
         if char in _WILDCARDS:
             return pattern[:index]
@@ -510,7 +513,7 @@ def glob_within(inner: str, outer: str) -> bool:
         prefix = outer[:-3]
         if inner == prefix or inner.startswith(prefix + "/"):
             return True
-    outer_prefix, inner_prefix = _literal_prefix(outer), _literal_prefix(inner)
+    outer_prefix, inner_prefix = literal_prefix(outer), literal_prefix(inner)
     if not (inner_prefix.startswith(outer_prefix) or outer_prefix.startswith(inner_prefix)):
         return False  # the literal starts already differ, and inner matches at least one path
     nfa_in, nfa_out = _nfa(inner), _nfa(outer)

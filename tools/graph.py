@@ -43,6 +43,16 @@ def scope_outside_modules(scope: list[str], modules: list[dict[str, Any]]) -> st
     return None
 
 
+def _owned(pattern: str, owned: list[tuple[str, str]]) -> bool:
+    """Is ``pattern`` inside one owned glob? Globs whose literal start differs are skipped unread."""
+    start = globs.literal_prefix(pattern)
+    return any(
+        globs.glob_within(pattern, outer)
+        for outer, prefix in owned
+        if start.startswith(prefix) or prefix.startswith(start)
+    )
+
+
 def compute_waves(order: list[str], deps: dict[str, list[str]]) -> dict[str, int]:
     """Each task's layer, given the tasks in an order where dependencies come first."""
     wave: dict[str, int] = {}
@@ -89,7 +99,7 @@ def validate_graph(
     deps: dict[str, list[str]] = {}
     body: list[dict[str, Any]] = []
     scope_cache: dict[str, bool] = {}
-    owned = [g for m in modules for g in m["owns"]] if modules is not None else None
+    owned = [(g, globs.literal_prefix(g)) for m in modules for g in m["owns"]] if modules is not None else None
     for task in tasks:
         for dep in task.depends_on:
             if dep not in seq:
@@ -116,7 +126,7 @@ def validate_graph(
             for pattern in scope:
                 inside = scope_cache.get(pattern)
                 if inside is None:
-                    inside = scope_cache[pattern] = any(globs.glob_within(pattern, outer) for outer in owned)
+                    inside = scope_cache[pattern] = _owned(pattern, owned)
                 if not inside:
                     raise InvalidInput(
                         f"task {task.id!r} has scope {pattern!r}, which no module owns; narrow the scope to a "
