@@ -19,15 +19,16 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from planegate.tools.config import Settings
 from planegate.tools.models import (
     AcceptResult,
+    AcceptRunResult,
     CancelResult,
     ChecksResult,
     Decision,
@@ -38,6 +39,8 @@ from planegate.tools.models import (
     JobResult,
     Module,
     Requirement,
+    ReviewRequestResult,
+    ReviewResult,
     StartRunResult,
     StatusResult,
     TaskSpec,
@@ -56,6 +59,11 @@ INSTRUCTIONS = (
     "Call get_status first; every answer ends with the next sensible call. Read the `orchestrate` "
     "prompt for the full runbook."
 )
+
+
+class HumanConfirmation(BaseModel):
+    accept: bool = Field(description="accept this run")
+
 
 RunId = Annotated[str, Field(description="run id from start_run")]
 TaskId = Annotated[str, Field(description="task id from the graph")]
@@ -148,6 +156,22 @@ async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context 
             last_report = elapsed
             await ctx.report_progress(round(elapsed, 1), None, row["progress"] or f"job {job} is {row['status']}")
         await anyio.sleep(0.05 if elapsed < 1 else 0.2)
+
+
+def ask_human(run: str, ctx: Context) -> Elicit[HumanConfirmation] | None:
+    """Ask the user in their client, only when their approval is the one gate left and they can be asked."""
+    from planegate.tools.errors import PlanegateError
+    from planegate.tools.release import confirmation_question
+
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.elicitation is None:
+        return None
+    holder: EnvHolder = ctx.mcp_server.env_holder  # type: ignore[attr-defined]
+    try:
+        question = confirmation_question(holder.get(), run)
+    except PlanegateError:
+        return None
+    return None if question is None else Elicit(question, HumanConfirmation)
 
 
 def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
@@ -302,6 +326,59 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
         return call(accept, env(ctx), run, task)
 
+    @tool()
+    def request_review(
+        run: RunId,
+        ctx: Context,
+        task: Annotated[str | None, Field(description="the task to review")] = None,
+        release: Annotated[bool, Field(description="review base..integration once all tasks are done")] = False,
+    ) -> ReviewRequestResult:
+        """Send the task's verified change (or the whole run) to the second-model reviewer; returns a review id."""
+        from planegate.tools.review import request_review as request
+
+        result = call(request, env(ctx), run, task, release)
+        holder.wake_worker()
+        return result
+
+    @tool(read_only=True, idempotent=True)
+    async def get_review(
+        review: str,
+        ctx: Context,
+        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+    ) -> ReviewResult:
+        """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
+        from planegate.tools.review import review_result, review_row
+
+        row = await anyio.to_thread.run_sync(lambda: call(review_row, holder.get(), review))
+        if row["job_id"] is not None and row["status"] in ("queued", "running"):
+            await wait_for_job(holder, row["job_id"], wait_seconds, ctx)
+        return await anyio.to_thread.run_sync(lambda: call(review_result, holder.get(), review))
+
+    @tool(destructive=True)
+    def accept_run(
+        run: RunId,
+        ctx: Context,
+        human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_human)],
+    ) -> AcceptRunResult:
+        """Check the run gates; when only human approval is missing, ask the user in the client. Writes the report."""
+        from planegate.tools.config import os_user
+        from planegate.tools.release import accept_run as accept
+        from planegate.tools.release import approve
+
+        if isinstance(human, AcceptedElicitation) and human.data is not None:
+            if not human.data.accept:
+                raise ToolError(
+                    f"the user did not accept run {run!r}; it stays unaccepted. A human can approve "
+                    f"later with `planegate approve {run}`"
+                )
+            call(approve, env(ctx), run, f"{os_user()} ({actor_of(ctx)})", "elicitation")
+        elif not isinstance(human, AcceptedElicitation):
+            raise ToolError(
+                f"the user {human.action}d the confirmation; run {run!r} stays unaccepted. A human can "
+                f"approve with `planegate approve {run}`, then call accept_run again"
+            )
+        return call(accept, env(ctx), run)
+
     @tool(destructive=True, idempotent=True)
     def cancel_task(run: RunId, task: TaskId, reason: str, ctx: Context) -> CancelResult:
         """Cancel a task with a reason: releases its lease and stops its jobs; its worktree is kept."""
@@ -353,6 +430,19 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             return events_markdown(holder.get(), run)
         except PlanegateError as exc:
             raise ResourceError(str(exc)) from exc
+
+    @server.prompt()
+    def review_task(review: str) -> str:
+        """The full review prompt of a requested review (packet and instructions), e.g. to answer it by hand."""
+        from planegate.tools.errors import PlanegateError
+        from planegate.tools.review import review_row
+
+        try:
+            row = review_row(holder.get(), review)
+        except PlanegateError as exc:
+            raise ValueError(str(exc)) from exc
+        path = holder.get().settings.artifacts / row["run_id"] / (row["task_id"] or "_run") / review / "prompt.md"
+        return path.read_text(encoding="utf-8")
 
     @server.prompt()
     def orchestrate(goal: str = "") -> str:

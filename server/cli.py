@@ -138,6 +138,94 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    from planegate.tools.config import os_user
+    from planegate.tools.release import approve
+
+    env = _env()
+    try:
+        run_row = env.run_row(args.run)
+        print(f"run {args.run}: {run_row['goal']}")
+        result = approve(env, args.run, os_user(), "cli")
+    finally:
+        env.close()
+    print(f"approved by {result.by} at integration head {result.head_sha[:12]}")
+    if result.open_tasks:
+        print(f"note: tasks still open ({', '.join(result.open_tasks)}); a later merge needs a new approval")
+    print(f"the agent can now call accept_run(run={args.run!r})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from planegate.tools.release import evaluate_run
+    from planegate.tools.report import write_report
+
+    env = _env()
+    try:
+        _, gates = evaluate_run(env, args.run)
+        files = write_report(env, args.run, Path(args.out) if args.out else None, run_gates=gates)
+    finally:
+        env.close()
+    print(f"wrote {files.markdown}\nwrote {files.html}\nwrote {files.svg}")
+    return 0
+
+
+def cmd_review_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from planegate.tools.config import os_user
+    from planegate.tools.review import submit_review
+
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    env = _env(actor=f"user:{os_user()}")
+    try:
+        result = submit_review(env, args.review, text)
+    finally:
+        env.close()
+    print(f"review {result.review}: {result.state}, verdict {result.verdict}; next: {result.next_step}")
+    return 0
+
+
+def cmd_browser_launch(args: argparse.Namespace) -> int:
+    from planegate.bridge import BridgeError, launch_browser
+    from planegate.tools.config import Settings
+
+    profile = Settings.from_env().browser_dir / "profile"
+    try:
+        launched = launch_browser(
+            profile,
+            executable=args.executable,
+            port=args.port,
+            headless=args.headless,
+        )
+    except BridgeError as exc:
+        print(f"planegate browser launch: {exc}", file=sys.stderr)
+        return 1
+    print(f"browser started (pid {launched.pid}) with profile {profile}")
+    print(f"DevTools endpoint: {launched.endpoint}")
+    print("log in to ChatGPT once in that window; planegate attaches to it for reviews.")
+    print(f"if you use another port: export PLANEGATE_CDP_URL={launched.endpoint}")
+    print("check it with: planegate browser doctor")
+    return 0
+
+
+def cmd_browser_doctor(args: argparse.Namespace) -> int:
+    from planegate.bridge import BridgeConfig, ChatGPTBridge, candidate_endpoints
+    from planegate.tools.config import Settings
+
+    settings = Settings.from_env()
+    override = settings.browser_dir / "selectors.json"
+    endpoints = candidate_endpoints(os.environ.get("PLANEGATE_CDP_URL"), args.endpoint or None)
+    config = BridgeConfig(
+        endpoints=endpoints, base_url=args.base_url, selectors_override=override if override.is_file() else None
+    )
+    report = ChatGPTBridge(config, settings.browser_dir / "leases").doctor()
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -190,6 +278,49 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("run", help="run id")
     back.add_argument("--to", required=True, metavar="cp-N", help="the checkpoint to return to, e.g. cp-2")
 
+    approve = add("approve", "Approve a run as a human (records your OS user and the time).", cmd_approve)
+    approve.add_argument("run", help="run id")
+
+    report = add("report", "Write a run's report (markdown, HTML, graph picture) for a pull request.", cmd_report)
+    report.add_argument("run", help="run id")
+    report.add_argument("--out", help="directory to write to (default: PLANEGATE_HOME/artifacts/<run>/report)")
+
+    review = commands.add_parser("review", help="Answer manual reviews.", description="Answer manual reviews.")
+    review_commands = review.add_subparsers(dest="review_command", metavar="COMMAND", required=True)
+    submit = review_commands.add_parser(
+        "submit",
+        help="Submit the answer to a manual review (validated like any reviewer's reply).",
+        description="Submit the answer to a manual review; it must contain the JSON block the review prompt asks "
+        "for (see the review_task prompt), with the review's nonce as review_id.",
+    )
+    submit.add_argument("review", help="review id (rv-…)")
+    submit.add_argument("--file", required=True, help="the answer file, or - for standard input")
+    submit.set_defaults(fn=cmd_review_submit)
+
+    browser = commands.add_parser(
+        "browser", help="The browser used for ChatGPT reviews.", description="The browser used for ChatGPT reviews."
+    )
+    browser_commands = browser.add_subparsers(dest="browser_command", metavar="COMMAND", required=True)
+    launch = browser_commands.add_parser(
+        "launch",
+        help="Start Chromium/Chrome with a persistent profile and remote debugging on 127.0.0.1.",
+        description="Start Chromium/Chrome (headful) with a profile under PLANEGATE_HOME/browser and DevTools on "
+        "127.0.0.1, so you log in to ChatGPT once and planegate can attach for reviews.",
+    )
+    launch.add_argument("--port", type=int, default=9222, help="DevTools port (default 9222)")
+    launch.add_argument("--executable", help="browser binary (default: PLANEGATE_BROWSER, chromium, chrome)")
+    launch.add_argument("--headless", action="store_true", help="no window (only useful for testing)")
+    launch.set_defaults(fn=cmd_browser_launch)
+    doctor = browser_commands.add_parser(
+        "doctor",
+        help="Check the browser: endpoint, version, login, challenge, banners, selector drift.",
+        description="Attach to the browser and report: endpoint reachable, browser version, logged in or not, "
+        "Cloudflare challenge, usage-cap banner, and each named selector matched or missing. Sends nothing.",
+    )
+    doctor.add_argument("--endpoint", action="append", help="DevTools URL to try (repeatable)")
+    doctor.add_argument("--base-url", help="ChatGPT address (default https://chatgpt.com/)")
+    doctor.set_defaults(fn=cmd_browser_doctor)
+
     demo = add("demo", "Run a whole change on a scratch repository and print what happened.", cmd_demo)
     demo.add_argument("--keep", action="store_true", help="keep the scratch repository and state afterwards")
     return parser
@@ -203,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.fn(args))
-    except (PlanegateError, StoreBusy) as exc:
+    except (PlanegateError, StoreBusy, OSError) as exc:
         print(f"planegate {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from typing import Any
 
 from planegate.store import Writer, placeholders
 
+from .dispatch import settle_status
 from .env import Env
 from .errors import Conflict, GatesUnmet, GitError, InvalidInput, NotFound, WrongState
 from .facts import evaluate_task
@@ -101,7 +102,7 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
         Conflict: the task changed while accepting.
     """
     run_row = env.run_row(run)
-    row = env.task_row(run, task)
+    row = settle_status(env, run, task)
     if row["status"] not in ACTIVE_STATUSES:
         raise WrongState(f"task {task!r} is {row['status']}; only a dispatched task can be accepted")
     policy = env.policy(run_row)

@@ -72,7 +72,9 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
         head = repo.branch_sha(run_row["integration_branch"])
         red_green = False
     else:
-        row = env.task_row(run, task)
+        from .dispatch import settle_status
+
+        row = settle_status(env, run, task)
         if row["status"] not in ACTIVE_STATUSES or not row["worktree"]:
             raise WrongState(f"task {task!r} is {row['status']}; dispatch_task it before running its checks")
         worktree = GitRepo(row["worktree"])

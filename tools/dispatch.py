@@ -302,3 +302,33 @@ def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
         next_step=f"get_status({run!r}); dependents of {task!r} stay blocked: cancel them too (with a reason) "
         "or finish the work in another run",
     )
+
+
+def settle_status(env: Env, run: str, task: str) -> dict[str, Any]:
+    """A task reviewed (or being reviewed) on an older commit is back in progress; its row after that."""
+    row = env.task_row(run, task)
+    if row["status"] not in ("approved", "in_review") or not row["branch"]:
+        return row
+    head = env.repo(env.run_row(run)["repo"]).branch_sha(row["branch"])
+    latest = env.store.one(
+        "SELECT head_sha FROM reviews WHERE run_id = ? AND task_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        (run, task),
+    )
+    if latest is None or latest["head_sha"] == head:
+        return row
+    with env.write() as w:
+        if w.cas(
+            "tasks",
+            {"run_id": run, "id": task},
+            {"status": row["status"]},
+            {"status": "in_progress", "updated_at": w.at},
+        ):
+            w.event(
+                "task.head_moved",
+                run=run,
+                task=task,
+                head_sha=head,
+                reviewed_sha=latest["head_sha"],
+                **{"from": row["status"], "to": "in_progress"},
+            )
+    return env.task_row(run, task)

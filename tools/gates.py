@@ -312,3 +312,107 @@ def task_gates(facts: TaskFacts, policy: Policy) -> list[GateResult]:
         review_gate(facts, policy),
         merge_gate(facts),
     ]
+
+
+@dataclass
+class RunFacts:
+    run: str
+    tasks: list[dict[str, Any]]
+    coverage: dict[str, list[str]]
+    integration_head: str | None
+    evidence: list[dict[str, Any]]
+    release_reviews: list[ReviewFacts]
+    approvals: list[dict[str, Any]]
+
+
+def tasks_gate(facts: RunFacts) -> GateResult:
+    open_tasks = [f"{t['id']} ({t['status']})" for t in facts.tasks if t["status"] not in ("accepted", "cancelled")]
+    unexplained = [t["id"] for t in facts.tasks if t["status"] == "cancelled" and not t["cancel_reason"]]
+    if open_tasks or unexplained:
+        problems = ([f"open: {', '.join(open_tasks[:10])}"] if open_tasks else []) + (
+            [f"cancelled without a reason: {', '.join(unexplained)}"] if unexplained else []
+        )
+        return GateResult("tasks", False, "; ".join(problems) + ".", "accept or cancel (with a reason) every task")
+    return GateResult("tasks", True, f"{len(facts.tasks)} task(s) accepted or cancelled with a reason")
+
+
+def coverage_gate(facts: RunFacts) -> GateResult:
+    uncovered = [rid for rid, tasks in facts.coverage.items() if not tasks]
+    if uncovered:
+        return GateResult(
+            "coverage",
+            False,
+            f"requirements served by no accepted task: {', '.join(uncovered)}.",
+            "accept a task serving them, or amend the requirements with a reason",
+        )
+    return GateResult("coverage", True, f"all {len(facts.coverage)} requirement(s) served by accepted tasks")
+
+
+def run_checks_gate(facts: RunFacts, policy: Policy) -> GateResult:
+    missing = []
+    for name in policy.required:
+        row = _latest(facts.evidence, name, facts.integration_head)
+        if row is None or row["exit_code"] != 0:
+            missing.append(name if row is None else f"{name} (exit {row['exit_code']})")
+    if missing:
+        return GateResult(
+            "checks",
+            False,
+            f"required checks without passing direct evidence on the integration head "
+            f"{str(facts.integration_head)[:12]}: {', '.join(missing)}.",
+            f"run_checks(run={facts.run!r})",
+        )
+    return GateResult("checks", True, "required checks pass on the integration head")
+
+
+def release_review_gate(facts: RunFacts) -> GateResult:
+    on_head = [r for r in facts.release_reviews if r.head_sha == facts.integration_head and r.status == "completed"]
+    call = f"request_review(run={facts.run!r}, release=True)"
+    if not on_head:
+        return GateResult(
+            "release_review",
+            False,
+            f"no completed release review of the integration head {str(facts.integration_head)[:12]}.",
+            call,
+        )
+    latest = on_head[0]
+    if latest.verdict != "approve":
+        return GateResult(
+            "release_review",
+            False,
+            f"release review {latest.id} says {latest.verdict}.",
+            f"address its findings, then {call}",
+        )
+    if latest.open_serious:
+        return GateResult(
+            "release_review",
+            False,
+            f"release review {latest.id} leaves open findings: {'; '.join(latest.open_serious[:5])}.",
+            f"fix them, then {call}",
+        )
+    return GateResult("release_review", True, f"release review {latest.id} approves")
+
+
+def human_gate(facts: RunFacts, policy: Policy) -> GateResult:
+    if not policy.require_human_approval:
+        return GateResult("human_approval", True, "not required by the policy")
+    on_head = [a for a in facts.approvals if a["head_sha"] == facts.integration_head]
+    if on_head:
+        return GateResult("human_approval", True, f"approved by {on_head[0]['by']} via {on_head[0]['via']}")
+    stale = " (an earlier approval was for another integration head)" if facts.approvals else ""
+    return GateResult(
+        "human_approval",
+        False,
+        f"no human approval of the integration head{stale}.",
+        f"a human runs `planegate approve {facts.run}`, or answers accept_run's confirmation in the client",
+    )
+
+
+def run_gates(facts: RunFacts, policy: Policy) -> list[GateResult]:
+    return [
+        tasks_gate(facts),
+        coverage_gate(facts),
+        run_checks_gate(facts, policy),
+        release_review_gate(facts),
+        human_gate(facts, policy),
+    ]

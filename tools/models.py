@@ -265,3 +265,60 @@ class JobResult(BaseModel):
     checks: list[CheckLine] | None = Field(default=None, description="for a checks job: its evidence")
     all_passed: bool | None = None
     next_step: str
+
+
+class ReviewRequestResult(BaseModel):
+    review: str
+    run: str
+    task: str | None
+    state: str
+    reviewer: str
+    head_sha: str
+    job: int | None
+    packet: str = Field(description="folder holding the packet files and prompt")
+    next_step: str
+
+
+class FindingLine(BaseModel):
+    severity: str
+    title: str
+    file: str | None
+    line: int | None
+    detail: str
+
+
+class ReviewResult(BaseModel):
+    review: str
+    run: str
+    task: str | None = Field(description="null for the release review")
+    state: str = Field(description="queued, running, waiting, completed, incomplete or failed")
+    reviewer: str
+    verdict: str | None
+    summary: str | None
+    head_sha: str
+    stale: bool = Field(description="the head moved since this review")
+    findings: list[FindingLine]
+    missing_tests: list[str]
+    requirements: dict[str, str] = Field(description="requirement id -> met, partial or unmet")
+    conversation_url: str | None
+    error: str | None
+    next_step: str
+
+
+class ApprovalResult(BaseModel):
+    run: str
+    by: str
+    via: str
+    head_sha: str
+    open_tasks: list[str]
+
+
+class AcceptRunResult(BaseModel):
+    run: str
+    stage: RunStage
+    integration_sha: str
+    integration_branch: str
+    gates: list[GateLine]
+    report: str = Field(description="markdown report, usable as a pull-request body")
+    report_html: str
+    next_step: str

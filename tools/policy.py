@@ -72,7 +72,9 @@ class ReviewSettings(_Section):
     project: str | None = None
     model_hint: str | None = None
     cdp_urls: list[str] = Field(default_factory=list)
+    base_url: str | None = None
     timeout_s: float = Field(default=1800, gt=0)
+    env_allow: list[str] = Field(default_factory=list)
 
 
 class Policy(_Section):
@@ -275,6 +277,8 @@ reviewer = "chatgpt"      # chatgpt | command | manual
 # command = ["codex", "exec", "-"]           # for reviewer = "command": prompt on stdin, reply on stdout
 # project = "My project"                     # ChatGPT project to review in
 # model_hint = "Thinking"                    # text of the model menu item to pick
-# cdp_urls = ["http://127.0.0.1:9222"]       # where the logged-in browser listens
+# cdp_urls = ["http://127.0.0.1:9222"]       # where the logged-in browser listens (or PLANEGATE_CDP_URL)
+# base_url = "https://chatgpt.com/"
 timeout_s = 1800
+env_allow = []            # environment names a command reviewer receives (e.g. OPENAI_API_KEY)
 """
