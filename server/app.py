@@ -76,6 +76,8 @@ def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool =
 
 
 TOOL_WAIT_S = float(os.environ.get("PLANEGATE_TOOL_WAIT_S", "45"))
+# Refusals are outcomes the model reads in the tool result; logging each at INFO is noise.
+LOG_LEVEL: Any = os.environ.get("PLANEGATE_LOG_LEVEL", "WARNING").upper()
 
 
 class EnvHolder:
@@ -387,7 +389,13 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         return call(cancel, env(ctx), run, task, reason)
 
     server: MCPServer = MCPServer(
-        "planegate", title="planegate", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, tools=tools
+        "planegate",
+        title="planegate",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        tools=tools,
+        log_level=LOG_LEVEL,
     )
     server.env_holder = holder  # type: ignore[attr-defined]
 

@@ -1,13 +1,18 @@
 """``planegate demo``: one whole run on a scratch repository, through the real MCP tools.
 
-The demo makes a small Python project in a temporary directory (with its own git identity, so it
-works on a machine that has none), points ``PLANEGATE_HOME`` at a scratch directory, and drives
-the same tools an agent would, through an in-memory MCP client, printing each step.
+The demo makes a small Python library in a temporary directory (with its own git identity, so it
+works on a machine that has none) and a scratch ``PLANEGATE_HOME``, then drives the tools an
+orchestrating agent would call, through an in-memory MCP client with the server's own job worker:
+freeze, graph, dispatch (a ``command`` executor writes each task's code and test), server-run
+checks with red→green proof, a review by a command reviewer that reads the diff, accept, the
+release review, the human approval (``planegate approve``, run as you), ``accept_run`` and the
+report. Nothing outside the scratch directory is touched.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,10 +26,53 @@ DEMO_FILES = {
     "README.md": "# textstats\n\nA tiny library the planegate demo changes.\n",
     "textstats/__init__.py": '"""Text statistics."""\n',
     "textstats/words.py": "def word_count(text: str) -> int:\n    return len(text.split())\n",
+    "tests/__init__.py": "",
     "tests/test_words.py": (
-        "from textstats.words import word_count\n\n\ndef test_word_count():\n    assert word_count('a b c') == 3\n"
+        "import unittest\n\nfrom textstats.words import word_count\n\n\n"
+        "class WordCount(unittest.TestCase):\n    def test_counts_words(self):\n"
+        "        self.assertEqual(word_count('a b c'), 3)\n"
     ),
 }
+
+# What the command executor writes for each task (PLANEGATE_TASK tells it which).
+AGENT = '''"""The demo's executor: writes one task's code and its test in the task worktree."""
+import os
+import pathlib
+
+WORK = {
+    "line-count": {
+        "textstats/lines.py": (
+            "def line_count(text: str) -> int:\\n"
+            "    return len(text.splitlines())\\n"
+        ),
+        "tests/test_lines.py": (
+            "import unittest\\n\\nfrom textstats.lines import line_count\\n\\n\\n"
+            "class LineCount(unittest.TestCase):\\n"
+            "    def test_counts_lines(self):\\n        self.assertEqual(line_count('a\\\\nb'), 2)\\n\\n"
+            "    def test_empty_text_has_no_lines(self):\\n        self.assertEqual(line_count(''), 0)\\n"
+        ),
+    },
+    "avg-word-length": {
+        "textstats/words.py": (
+            "def word_count(text: str) -> int:\\n    return len(text.split())\\n\\n\\n"
+            "def average_word_length(text: str) -> float:\\n"
+            "    words = text.split()\\n"
+            "    return sum(len(w) for w in words) / len(words) if words else 0.0\\n"
+        ),
+        "tests/test_average.py": (
+            "import unittest\\n\\nfrom textstats.words import average_word_length\\n\\n\\n"
+            "class AverageWordLength(unittest.TestCase):\\n"
+            "    def test_average(self):\\n        self.assertEqual(average_word_length('ab abcd'), 3.0)\\n\\n"
+            "    def test_empty_text(self):\\n        self.assertEqual(average_word_length(''), 0.0)\\n"
+        ),
+    },
+}
+for name, text in WORK[os.environ["PLANEGATE_TASK"]].items():
+    path = pathlib.Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print("wrote", name)
+'''
 
 REQUIREMENTS = [
     {
@@ -35,13 +83,13 @@ REQUIREMENTS = [
     {
         "id": "R2",
         "statement": "The library reports the average word length of a text.",
-        "acceptance_criteria": ["average_word_length('ab abcd') == 3.0", "an empty text gives 0.0"],
+        "acceptance_criteria": ["average_word_length('ab abcd') == 3.0", "average_word_length('') == 0.0"],
     },
 ]
 
 MODULES = [
-    {"name": "lines", "owns": ["textstats/lines.py"], "depends_on": []},
-    {"name": "words", "owns": ["textstats/words.py", "textstats/__init__.py"], "depends_on": []},
+    {"name": "lines", "owns": ["textstats/lines.py"]},
+    {"name": "words", "owns": ["textstats/words.py", "textstats/__init__.py"]},
     {"name": "tests", "owns": ["tests/**"], "depends_on": ["lines", "words"]},
 ]
 
@@ -49,15 +97,15 @@ TASKS = [
     {
         "id": "line-count",
         "title": "Add line_count",
-        "goal": "Add textstats/lines.py with line_count(text) and a test.",
+        "goal": "Add textstats/lines.py with line_count(text), and its tests.",
         "scope": ["textstats/lines.py"],
         "requirements": ["R1"],
-        "acceptance": ["tests/test_lines.py covers empty text"],
+        "acceptance": ["tests cover the empty text"],
     },
     {
         "id": "avg-word-length",
         "title": "Add average_word_length",
-        "goal": "Add average_word_length(text) to textstats/words.py, with a test.",
+        "goal": "Add average_word_length(text) to textstats/words.py, and its tests.",
         "depends_on": ["line-count"],
         "scope": ["textstats/words.py"],
         "requirements": ["R2"],
@@ -69,13 +117,33 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, timeout=60)
 
 
+def policy_text(agent: Path) -> str:
+    python = json.dumps(sys.executable)
+    return f"""# The demo's policy: every gate on, a command executor and a command reviewer.
+max_files = 10
+max_changed_lines = 200
+
+[checks]
+test = [{python}, "-m", "unittest", "discover", "-s", "tests", "-t", "."]
+
+[executor]
+command = [{python}, {json.dumps(str(agent))}]
+
+[review]
+reviewer = "command"
+command = [{python}, "-m", "planegate.server.demo_reviewer"]
+"""
+
+
 def make_scratch_repo(root: Path) -> Path:
     repo = root / "textstats"
     repo.mkdir(parents=True)
+    agent = root / "agent.py"
+    agent.write_text(AGENT, encoding="utf-8")
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "config", "user.name", "planegate demo")
     _git(repo, "config", "user.email", "demo@planegate.invalid")
-    for name, text in DEMO_FILES.items():
+    for name, text in {**DEMO_FILES, ".planegate/policy.toml": policy_text(agent)}.items():
         path = repo / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -90,71 +158,167 @@ class Printer:
 
     def __call__(self, title: str, detail: str = "") -> None:
         self.step += 1
-        print(f"\n[{self.step}] {title}")
-        if detail:
-            for line in detail.rstrip().splitlines():
-                print(f"    {line}")
+        print(f"\n[{self.step}] {title}", flush=True)
+        for line in detail.rstrip().splitlines():
+            print(f"    {line}", flush=True)
 
 
-async def _call(client: Any, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error:
+class Demo:
+    def __init__(self, client: Any, say: Printer) -> None:
+        self.client = client
+        self.say = say
+
+    async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.client.call_tool(tool, arguments)
+        if result.is_error:
+            text = " ".join(getattr(block, "text", "") for block in result.content)
+            raise DemoFailed(f"{tool} failed: {text}")
+        return dict(result.structured_content or {})
+
+    async def refused(self, tool: str, **arguments: Any) -> str:
+        result = await self.client.call_tool(tool, arguments)
         text = " ".join(getattr(block, "text", "") for block in result.content)
-        raise SystemExit(f"demo: {tool} failed: {text}")
-    return dict(result.structured_content or {})
+        if not result.is_error:
+            raise DemoFailed(f"{tool} was expected to be refused")
+        return text
+
+    async def until_done(self, tool: str, key: str, value: Any, field: str = "state") -> dict[str, Any]:
+        while True:
+            result = await self.call(tool, **{key: value, "wait_seconds": 30})
+            if result[field] not in ("queued", "running"):
+                return result
+
+    async def task(self, run: str, task: str) -> None:
+        dispatched = await self.call("dispatch_task", run=run, task=task, executor="command")
+        self.say(
+            f"dispatch_task {task}",
+            f"worktree {dispatched['worktree']}\nbranch {dispatched['branch']}, "
+            f"base {dispatched['base_sha'][:12]}, lease until {dispatched['lease_expires']}",
+        )
+        job = await self.until_done("get_job", "job", dispatched["job"])
+        if job["state"] != "succeeded":
+            raise DemoFailed(f"the executor job {job['state']}: {job['error']}")
+        self.say(
+            "the command executor wrote the code and a test",
+            f"committed {job['result']['commit'][:12]} on {dispatched['branch']}",
+        )
+        checks = await self.call("run_checks", run=run, task=task)
+        results = checks["results"]
+        if checks["state"] in ("queued", "running"):
+            results = (await self.until_done("get_job", "job", checks["job"]))["checks"] or []
+        lines = "\n".join(f"{c['summary'].splitlines()[0]} ({c['label']} evidence {c['evidence']})" for c in results)
+        self.say(f"run_checks {task}: the server ran the checks on the head commit", lines)
+        requested = await self.call("request_review", run=run, task=task)
+        reviewed = await self.until_done("get_review", "review", requested["review"])
+        self.say(
+            f"request_review {task}: {reviewed['verdict']} by {reviewed['reviewer']}",
+            f"{reviewed['summary']}\nrequirements: {reviewed['requirements']}",
+        )
+        accepted = await self.call("accept_task", run=run, task=task)
+        self.say(
+            f"accept_task {task}: every gate holds",
+            f"merged --no-ff as {accepted['merge_sha'][:12]}, checkpoint {accepted['checkpoint']}"
+            + (f"\nunlocked: {', '.join(accepted['unlocked'])}" if accepted["unlocked"] else ""),
+        )
 
 
-async def drive(home: Path, repo: Path, say: Printer) -> str:
+class DemoFailed(Exception):
+    pass
+
+
+async def drive(home: Path, repo: Path, say: Printer) -> str | None:
     from mcp import Client
 
     from planegate.tools.config import Settings
 
     from .app import build_server
 
-    server = build_server(Settings(home=home, actor="agent:demo"))
+    server = build_server(Settings(home=home, actor="agent:demo"), worker_delay_s=0)
     async with Client(server) as client:
-        started = await _call(client, "start_run", {"repo": str(repo), "goal": "Add line and word statistics"})
-        run = started["run"]
-        say(
-            "start_run", f"run {run} on {repo}\nbase {started['base_sha'][:12]}, branch {started['integration_branch']}"
-        )
-        frozen = await _call(client, "freeze_requirements", {"run": run, "requirements": REQUIREMENTS})
-        say("freeze_requirements", f"version {frozen['version']}, sha256 {frozen['content_sha256'][:16]}")
-        arch = await _call(
-            client,
-            "freeze_architecture",
-            {
-                "run": run,
-                "modules": MODULES,
-                "decisions": [{"title": "pure functions", "decision": "statistics are pure functions of the text"}],
-            },
-        )
-        say("freeze_architecture", f"version {arch['version']}: modules lines, words, tests")
-        graph = await _call(client, "register_graph", {"run": run, "tasks": TASKS})
-        say("register_graph", f"waves: {json.dumps(graph['waves'])}\ncoverage: {json.dumps(graph['coverage'])}")
-        status = await _call(client, "get_status", {"run": run})
-        say(
-            "get_status",
-            f"stage {status['status']['stage']}, counts {status['status']['counts']}\nnext: {status['next_action']}",
-        )
-        server.env_holder.close()  # type: ignore[attr-defined]
-        return str(run)
+        try:
+            return await _lifecycle(Demo(client, say), home, repo, say)
+        except DemoFailed as exc:
+            print(f"\ndemo failed: {exc}", file=sys.stderr)
+            return None
+
+
+async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
+    started = await demo.call("start_run", repo=str(repo), goal="Add line and word statistics")
+    run = str(started["run"])
+    say(
+        "start_run",
+        f"run {run}\nbase {started['base_sha'][:12]}, integration branch "
+        f"{started['integration_branch']}\npolicy: {started['policy']}",
+    )
+    frozen = await demo.call("freeze_requirements", run=run, requirements=REQUIREMENTS)
+    say(
+        "freeze_requirements",
+        f"R1, R2 frozen as version {frozen['version']} (sha256 {frozen['content_sha256'][:16]})",
+    )
+    await demo.call(
+        "freeze_architecture",
+        run=run,
+        modules=MODULES,
+        decisions=[{"title": "pure functions", "decision": "statistics are pure functions of the text"}],
+    )
+    say("freeze_architecture", "modules lines, words, tests; one decision")
+    graph = await demo.call("register_graph", run=run, tasks=TASKS)
+    say("register_graph", f"waves {json.dumps(graph['waves'])}\ncoverage {json.dumps(graph['coverage'])}")
+    for task in ("line-count", "avg-word-length"):
+        await demo.task(run, task)
+    checks = await demo.call("run_checks", run=run)
+    say(
+        "run_checks on the integration head",
+        "\n".join(f"{c['check']}: exit {c['exit_code']}" for c in checks["results"]),
+    )
+    requested = await demo.call("request_review", run=run, release=True)
+    reviewed = await demo.until_done("get_review", "review", requested["review"])
+    say(f"release review: {reviewed['verdict']}", reviewed["summary"] or "")
+    refusal = await demo.refused("accept_run", run=run)
+    say("accept_run is refused: no human has said yes", refusal.splitlines()[-1])
+    approved = subprocess.run(
+        [sys.executable, "-m", "planegate.server.cli", "approve", run],
+        env={**os.environ, "PLANEGATE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if approved.returncode:
+        raise DemoFailed(f"planegate approve failed: {approved.stderr}")
+    say(f"planegate approve {run}  (you, the human at this terminal)", approved.stdout)
+    accepted = await demo.call("accept_run", run=run)
+    say(
+        "accept_run: the run is accepted",
+        "\n".join(f"{g['gate']}: {g['reason']}" for g in accepted["gates"])
+        + f"\nreport: {accepted['report']}\n        {accepted['report_html']}",
+    )
+    verify = subprocess.run(
+        [sys.executable, "-m", "planegate.server.cli", "ledger", "verify"],
+        env={**os.environ, "PLANEGATE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    say("planegate ledger verify", (verify.stdout or verify.stderr).strip())
+    return run
 
 
 def run_demo(keep: bool = False) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="planegate-demo-"))
     home = scratch / "home"
     say = Printer()
+    print("planegate demo: a whole change on a scratch repository, through the MCP tools an agent calls")
     try:
         repo = make_scratch_repo(scratch)
-        say("scratch repository", f"{repo} (a tiny Python library, one commit)")
+        say("scratch repository", f"{repo}: a tiny Python library with tests and a .planegate/policy.toml")
         run = anyio.run(drive, home, repo, say)
-        print(f"\ndemo finished: run {run}")
+        if run is None:
+            return 1
+        print(f"\ndemo finished: run {run} accepted")
         if keep:
-            print(f"kept: repository {repo}; state PLANEGATE_HOME={home}")
-            print(f"inspect: PLANEGATE_HOME={home} planegate status {run}")
+            print(f"kept: repository {repo}\n      state PLANEGATE_HOME={home}")
+            print(f"look: PLANEGATE_HOME={home} planegate status {run}")
         return 0
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-        sys.stdout.flush()

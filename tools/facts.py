@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .env import Env
-from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, task_gates
+from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, command_identity, task_gates
 from .gitrepo import DiffFacts, GitRepo, MergeResult
 from .policy import Policy
 from .secrets import SecretFinding
@@ -63,7 +63,7 @@ def executor_identity(row: dict[str, Any], policy: Policy) -> str:
     if row["executor"] == "codex":
         return "codex"
     if row["executor"] == "command" and policy.executor.command:
-        return f"command:{Path(policy.executor.command[0]).name}"
+        return command_identity(policy.executor.command)
     return str(row["dispatched_by"] or "agent")
 
 

@@ -212,6 +212,22 @@ def red_green_gate(facts: TaskFacts, policy: Policy) -> GateResult:
     return GateResult("red_green", True, "proven on the head")
 
 
+_INTERPRETERS = ("python", "node", "bash", "sh", "ruby", "perl", "uv", "uvx", "npx", "deno", "bun", "env")
+
+
+def command_identity(argv: Sequence[str]) -> str:
+    """``command:<program>``, naming the program an interpreter runs rather than the interpreter."""
+    name = PurePosixPath(argv[0]).name
+    if name.rstrip("0123456789.").startswith(_INTERPRETERS):
+        rest = list(argv[1:])
+        if "-m" in rest and rest.index("-m") + 1 < len(rest):
+            return f"command:{rest[rest.index('-m') + 1]}"
+        target = next((a for a in rest if not a.startswith("-")), None)
+        if target:
+            return f"command:{PurePosixPath(target).name}"
+    return f"command:{name}"
+
+
 def same_identity(a: str, b: str) -> bool:
     """Whether two actor names denote the same tool (``command:codex`` and ``codex`` do)."""
 

@@ -99,10 +99,20 @@ def _write_packet(folder: Path, parts: dict[str, str]) -> dict[str, Path]:
     return paths
 
 
+REQUIREMENTS_HEADING = "## Requirements to meet"
+
+
+def _demote(markdown: str) -> str:
+    """Headings one level down, so an embedded document nests under the packet's own sections."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines()) + "\n"
+
+
 def _full_prompt(instructions: str, parts: dict[str, str]) -> str:
     return (
-        f"{instructions}\n## The task\n\n{parts['envelope.md']}\n## Requirements\n\n{parts['requirements.md']}\n"
-        f"## Evidence\n\n{parts['evidence.md']}\n## The change\n\n```diff\n{parts['diff.patch']}```\n"
+        f"{instructions}\n## The task as it was given\n\n{_demote(parts['envelope.md'])}\n"
+        f"{REQUIREMENTS_HEADING}\n\n{parts['requirements.md']}\n"
+        f"## Evidence from the server's checks\n\n{parts['evidence.md']}\n"
+        f"## The change\n\n```diff\n{parts['diff.patch']}```\n"
     )
 
 

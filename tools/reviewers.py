@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .config import Settings
 from .errors import InvalidInput, ReviewError
+from .gates import command_identity
 from .policy import Policy
 from .procs import DEFAULT_ENV_ALLOW, run_process, scrubbed_env
 
@@ -43,7 +44,7 @@ def reviewer_identity(policy: Policy) -> str:
                 'reviewer "command" needs [review] command = [...] in .planegate/policy.toml, '
                 'e.g. ["codex", "exec", "-"]'
             )
-        return f"command:{Path(review.command[0]).name}"
+        return command_identity(review.command)
     return review.reviewer
 
 
