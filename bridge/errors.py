@@ -90,7 +90,7 @@ class SelectorDrift(BridgeError):
         where = f" while {step}" if step else ""
         super().__init__(
             f"ChatGPT's page no longer matches the selector profile{where}: missing {', '.join(self.missing)}. "
-            f"{report}\nUpdate those entries in PLANEGATE_HOME/bridge/selectors.json, then {DOCTOR_HINT}"
+            f"{report}\nUpdate those entries in PLANEGATE_HOME/browser/selectors.json, then {DOCTOR_HINT}"
         )
 
 

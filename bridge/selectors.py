@@ -2,7 +2,7 @@
 
 A profile maps each *named* selector (``composer``, ``send``, ``stop`` ...) to an ordered list of
 candidate CSS selectors, plus a few page texts (Cloudflare title, usage-cap phrases). The packaged
-``profile.json`` is the baseline; a user override file (``PLANEGATE_HOME/bridge/selectors.json``)
+``profile.json`` is the baseline; a user override file (``PLANEGATE_HOME/browser/selectors.json``)
 replaces whole candidate lists by name, so a user can repair drift without a release.
 
 Invariants:
@@ -57,7 +57,7 @@ class Profile:
             return self.selectors[name]
         except KeyError:
             raise ProfileError(
-                f"the selector profile has no entry {name!r}; add it to PLANEGATE_HOME/bridge/selectors.json "
+                f"the selector profile has no entry {name!r}; add it to PLANEGATE_HOME/browser/selectors.json "
                 f"(known names: {', '.join(sorted(self.selectors))})"
             ) from None
 

@@ -1,0 +1,76 @@
+"""The policy file: defaults, the commented template `planegate init` writes, refusals with file,
+line and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planegate.tools.errors import PolicyError
+from planegate.tools.policy import Policy, detect_test_command, load_policy, parse_policy, policy_template
+
+
+def test_no_policy_file_means_the_documented_defaults(tmp_path: Path) -> None:
+    policy = load_policy(tmp_path)
+    assert (policy.max_files, policy.max_changed_lines, policy.max_parallel) == (25, 1200, 2)
+    assert policy.require_review and policy.require_red_green and policy.require_architecture
+    assert ".planegate/**" in policy.denied
+
+
+@pytest.mark.parametrize(
+    ("files", "command"),
+    [
+        ({"package.json": '{"scripts": {"test": "vitest"}}'}, ["npm", "test", "--silent"]),
+        ({"go.mod": "module x\n"}, ["go", "test", "./..."]),
+        ({"Cargo.toml": "[package]\n"}, ["cargo", "test"]),
+        ({"pyproject.toml": "[project]\n"}, ["python", "-m", "pytest", "-q"]),
+        ({"README.md": "nothing to test\n"}, None),
+    ],
+)
+def test_init_detects_the_obvious_test_command(
+    tmp_path: Path, files: dict[str, str], command: list[str] | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert detect_test_command(tmp_path) == command
+    policy = parse_policy(policy_template(command))
+    assert policy.checks == ({"test": command} if command else {})
+
+
+def test_planegate_init_writes_a_valid_commented_policy_and_prints_registration(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    cli = [sys.executable, "-m", "planegate.server.cli", "init", str(tmp_path)]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "codex mcp add planegate -- planegate serve" in done.stdout
+    assert "claude mcp add planegate -- planegate serve" in done.stdout
+    written = (tmp_path / ".planegate" / "policy.toml").read_text()
+    assert written.count("#") > 20 and load_policy(tmp_path).checks["test"] == ["python", "-m", "pytest", "-q"]
+    again = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        ('max_files = 25\nmax_parallel = "two"\n', "policy.toml:2", "'max_parallel'"),
+        ("max_files = 25\n\n[review]\nreviewer = 'gemini'\n", "policy.toml:4", "'review.reviewer'"),
+        ("max_fils = 3\n", "policy.toml:1", "'max_fils': unknown key"),
+        ('deny_paths = ["../etc/**"]\n', "policy.toml:1", "'deny_paths'"),
+        ('required_checks = ["lint"]\n[checks]\ntest = ["pytest"]\n', "policy.toml", "'lint'"),
+        ("max_files = \n", "policy.toml: not valid TOML", "line 1"),
+    ],
+)
+def test_a_malformed_policy_is_refused_naming_file_line_and_key(text: str, where: str, key: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text, "repo/.planegate/policy.toml")
+    assert where in str(refused.value) and key in str(refused.value)
+
+
+def test_every_field_of_the_template_parses_into_the_defaults() -> None:
+    assert parse_policy(policy_template(["pytest"])).model_dump(exclude={"checks"}) == Policy().model_dump(
+        exclude={"checks"}
+    )
