@@ -440,6 +440,24 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             raise ResourceError(str(exc)) from exc
 
     @server.prompt()
+    def implement_task(run: str, task: str) -> str:
+        """What a worker is told: the task's envelope and how to work in its worktree."""
+        from planegate.tools.envelope import render_envelope
+        from planegate.tools.errors import PlanegateError
+
+        try:
+            envelope = render_envelope(holder.get(), run, task)
+            worktree = holder.get().task_row(run, task)["worktree"]
+        except PlanegateError as exc:
+            raise ValueError(str(exc)) from exc
+        where = f"in the worktree {worktree}" if worktree else "once dispatch_task has created its worktree"
+        return (
+            f"You implement one task of a larger change, {where}. Change only what the scope allows, add tests "
+            "that fail without your change, commit on the task branch, then call run_checks and fix what fails. "
+            "Do not claim a check passed unless run_checks says so.\n\n" + envelope
+        )
+
+    @server.prompt()
     def review_task(review: str) -> str:
         """The full review prompt of a requested review (packet and instructions), e.g. to answer it by hand."""
         from planegate.tools.errors import PlanegateError

@@ -52,6 +52,8 @@ async def test_a_whole_task_loop_works_through_the_real_server(tmp_path: Path, f
             worktree = Path(dispatched["worktree"])
             envelope = (await client.read_resource(f"planegate://runs/{run}/tasks/calc")).contents[0].text
             assert envelope == (worktree / ".planegate-task.md").read_text()
+            told = await client.get_prompt("implement_task", {"run": run, "task": "calc"})
+            assert str(worktree) in told.messages[0].content.text and envelope in told.messages[0].content.text
             write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
             commit_all(worktree, "mul")
             checks = await call(client, "run_checks", run=run, task="calc")

@@ -321,3 +321,19 @@ async def test_accept_run_without_elicitation_support_points_at_the_cli(tmp_path
     async with Client(server) as client:
         text = await refused(client, "accept_run", run=run)
     assert "human_approval" in text and f"planegate approve {run}" in text
+
+
+@pytest.mark.anyio
+async def test_the_review_task_prompt_gives_a_manual_reviewer_the_whole_packet(
+    tmp_path: Path, fresh_machine: Path
+) -> None:
+    env = open_env(fresh_machine)
+    run = planned_run(env, review_repo(tmp_path / "calc", reviewer="manual"))
+    verified_calc(env, run)
+    requested = request_review(env, run, "calc")
+    nonce = env.store.scalar("SELECT nonce FROM reviews WHERE id = ?", (requested.review,))
+    env.close()
+    server = build_server(Settings(home=fresh_machine, actor="agent:test"), worker_delay_s=60)
+    async with Client(server) as client:
+        prompt = (await client.get_prompt("review_task", {"review": requested.review})).messages[0].content.text
+    assert f'"review_id": "{nonce}"' in prompt and "def mul(a, b)" in prompt and "mul(2, 3) == 6" in prompt

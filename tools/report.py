@@ -16,9 +16,7 @@ not counted, the same rule the gates apply.
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,23 @@ from .env import Env
 from .errors import PlanegateError
 from .gates import SERIOUS, GateResult
 from .render import MERMAID_LIMIT, mermaid_graph
-from .report_svg import clean, plain, task_graph_svg
+from .report_format import (
+    Block,
+    Bullets,
+    Code,
+    Graph,
+    Heading,
+    Inline,
+    Para,
+    Parts,
+    Strong,
+    Table,
+    cells,
+    para,
+    to_html,
+    to_markdown,
+)
+from .report_svg import plain, task_graph_svg
 
 
 @dataclass(frozen=True)
@@ -36,182 +50,6 @@ class ReportFiles:
     markdown: Path
     html: Path
     svg: Path
-
-
-# -- the blocks both formats render -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
-class Strong:
-    text: str
-
-
-Inline = str | Code | Strong
-Parts = list[Inline]
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Para:
-    parts: Parts
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: list[Parts]
-
-
-@dataclass(frozen=True)
-class Table:
-    header: list[str]
-    rows: list[list[Parts]]
-
-
-@dataclass(frozen=True)
-class Graph:
-    mermaid: str
-    svg: str
-
-
-Block = Heading | Para | Bullets | Table | Graph
-
-
-def _p(*parts: Inline) -> Para:
-    return Para(list(parts))
-
-
-def _row(*cells: Inline | Parts) -> list[Parts]:
-    return [cell if isinstance(cell, list) else [cell] for cell in cells]
-
-
-WIDTH = 100
-# In markdown, user text may not open HTML (a stray "<!--" would hide the rest of a PR body),
-# links or images (tracking pixels), or code spans.
-_MD_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "<": "&lt;", ">": "&gt;"})
-# A wrapped line starting like this would turn into a heading, list item, quote or fence.
-_BLOCK_START = re.compile(r"^(#|>|[-+*=~_](\s|$)|`{3}|\d+[.)](\s|$))")
-
-
-def _md_text(text: str) -> str:
-    return clean(text).translate(_MD_ESCAPES)
-
-
-def _md_code(text: str) -> str:
-    text = clean(text)
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _md_inline(parts: Parts, *, cell: bool = False) -> str:
-    out = []
-    for part in parts:
-        if isinstance(part, Code):
-            out.append(_md_code(part.text))
-        elif isinstance(part, Strong):
-            out.append(f"**{_md_text(part.text)}**")
-        else:
-            out.append(_md_text(part))
-    text = "".join(out)
-    return text.replace("|", "\\|") if cell else text
-
-
-def _wrap(text: str, first: str = "", rest: str = "") -> list[str]:
-    """Greedy wrap at ``WIDTH``; a word that would open a block on a new line stays on the old one."""
-    lines: list[str] = []
-    line, fresh = first, True
-    for word in text.split():
-        if fresh:
-            line, fresh = line + word, False
-        elif len(line) + 1 + len(word) <= WIDTH or _BLOCK_START.match(word):
-            line += " " + word
-        else:
-            lines.append(line)
-            line = rest + word
-    return [*lines, line]
-
-
-def to_markdown(blocks: list[Block]) -> str:
-    out: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append("#" * block.level + " " + _md_text(block.text))
-        elif isinstance(block, Para):
-            out.append("\n".join(_wrap(_md_inline(block.parts))))
-        elif isinstance(block, Bullets):
-            out.append("\n".join(line for item in block.items for line in _wrap(_md_inline(item), "- ", "  ")))
-        elif isinstance(block, Table):
-            lines = ["| " + " | ".join(_md_text(h) for h in block.header) + " |"]
-            lines.append("|" + "---|" * len(block.header))
-            lines += ["| " + " | ".join(_md_inline(c, cell=True) for c in row) + " |" for row in block.rows]
-            out.append("\n".join(lines))
-        else:
-            out.append(f"```mermaid\n{block.mermaid}\n```\n\n![Task graph](graph.svg)")
-    return "\n\n".join(out) + "\n"
-
-
-def _html_inline(parts: Parts) -> str:
-    out = []
-    for part in parts:
-        if isinstance(part, Code):
-            out.append(f"<code>{html.escape(clean(part.text))}</code>")
-        elif isinstance(part, Strong):
-            out.append(f"<strong>{html.escape(clean(part.text))}</strong>")
-        else:
-            out.append(html.escape(clean(part)))
-    return "".join(out)
-
-
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;
-max-width:1200px;margin:2rem auto;padding:0 1rem}
-h1{font-size:1.6rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
-h2{font-size:1.3rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
-h3{font-size:1.05rem;margin-top:1.4rem}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:14px}
-th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f6f8fa}
-code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f6f8fa;padding:1px 4px;
-border-radius:4px;overflow-wrap:anywhere}
-td code{white-space:nowrap}
-figure{margin:0;overflow-x:auto}
-"""
-
-
-def to_html(blocks: list[Block], title: str) -> str:
-    body: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{html.escape(plain(block.text))}</h{block.level}>")
-        elif isinstance(block, Para):
-            body.append(f"<p>{_html_inline(block.parts)}</p>")
-        elif isinstance(block, Bullets):
-            body.append("<ul>" + "".join(f"<li>{_html_inline(item)}</li>" for item in block.items) + "</ul>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
-            rows = "".join("<tr>" + "".join(f"<td>{_html_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        else:
-            body.append(f"<figure>{block.svg}</figure>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        # The page carries untrusted text; even if escaping ever failed, nothing may run or load.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(plain(title, 200))}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
 
 
 # -- what the ledger says -----------------------------------------------------------------
@@ -331,22 +169,22 @@ def _summary(facts: _Facts) -> list[Block]:
     live = [c for c in facts.checkpoints if not c["reverted_at"]]
     blocks: list[Block] = [Heading(1, plain(run["goal"], 120))]
     if len(plain(run["goal"])) > 120:
-        blocks.append(_p("Goal: ", run["goal"]))
+        blocks.append(para("Goal: ", run["goal"]))
     parts: Parts = ["Run ", Code(run["id"]), " · stage ", Strong(run["stage"]), " · repository ", Code(run["repo"])]
     parts += [" · base ", _sha(run["base_sha"]), " → integration head ", _sha(facts.integration_head)]
     parts += [facts.head_note, f" · tasks: {counts['accepted']} accepted, {counts['cancelled']} cancelled"]
     parts += [f", {len(tasks) - sum(counts.values())} open of {len(tasks)}", f" · checkpoints: {len(live)}"]
     reverted = len(facts.checkpoints) - len(live)
-    blocks.append(_p(*parts, f" ({reverted} reverted)" if reverted else ""))
+    blocks.append(para(*parts, f" ({reverted} reverted)" if reverted else ""))
     return blocks
 
 
 def _requirements(facts: _Facts) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Requirements")]
     if not facts.requirement_versions:
-        return [*blocks, _p("Requirements are not frozen yet.")]
+        return [*blocks, para("Requirements are not frozen yet.")]
     current = facts.requirement_versions[-1]
-    blocks.append(_p(f"Frozen version {current['version']}, content sha256 ", Code(current["content_sha256"])))
+    blocks.append(para(f"Frozen version {current['version']}, content sha256 ", Code(current["content_sha256"])))
     rows = []
     for req in json.loads(current["body"]):
         serving = [t for t in facts.tasks if req["id"] in json.loads(t["requirements"]) and t["status"] != "cancelled"]
@@ -355,11 +193,11 @@ def _requirements(facts: _Facts) -> list[Block]:
         if not accepted and serving:
             coverage += [" (planned: ", *_codes([t["id"] for t in serving]), ")"]
         criteria = " · ".join(plain(c, 300) for c in req["criteria"])
-        rows.append(_row(Code(req["id"]), plain(req["statement"], 400), criteria, coverage))
+        rows.append(cells(Code(req["id"]), plain(req["statement"], 400), criteria, coverage))
     blocks.append(Table(["requirement", "statement", "acceptance criteria", "accepted tasks"], rows))
     amendments = [v for v in facts.requirement_versions if v["version"] > 1]
     if amendments:
-        blocks.append(_p("Amendments:"))
+        blocks.append(para("Amendments:"))
         items: list[Parts] = [
             [f"version {v['version']} (frozen {v['frozen_at']}): ", plain(v["reason"] or "no reason recorded", 400)]
             for v in amendments
@@ -371,11 +209,11 @@ def _requirements(facts: _Facts) -> list[Block]:
 def _architecture(facts: _Facts) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Architecture")]
     if facts.architecture is None:
-        return [*blocks, _p("No architecture was frozen for this run.")]
+        return [*blocks, para("No architecture was frozen for this run.")]
     arch, body = facts.architecture, json.loads(facts.architecture["body"])
-    blocks.append(_p(f"Frozen version {arch['version']}, content sha256 ", Code(arch["content_sha256"])))
+    blocks.append(para(f"Frozen version {arch['version']}, content sha256 ", Code(arch["content_sha256"])))
     rows = [
-        _row([Code(m["name"]), " (shared)" if m.get("shared") else ""], _codes(m["owns"]), _codes(m["depends_on"]))
+        cells([Code(m["name"]), " (shared)" if m.get("shared") else ""], _codes(m["owns"]), _codes(m["depends_on"]))
         for m in body["modules"]
     ]
     blocks.append(Table(["module", "owns", "depends on"], rows))
@@ -384,17 +222,17 @@ def _architecture(facts: _Facts) -> list[Block]:
         rationale: Parts = [" (", plain(d["rationale"], 300), ")"] if d.get("rationale") else []
         decisions.append([Strong(plain(d["title"], 120)), ": ", plain(d["decision"], 300), *rationale])
     if decisions:
-        blocks += [_p("Decisions:"), Bullets(decisions)]
+        blocks += [para("Decisions:"), Bullets(decisions)]
     return blocks
 
 
 def _tasks(facts: _Facts) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Tasks")]
     if not facts.tasks:
-        return [*blocks, _p("No task graph registered.")]
+        return [*blocks, para("No task graph registered.")]
     rows = [
-        _row(Code(t["id"]), plain(t["title"], 80), Strong(t["status"]) if t["status"] == "accepted" else t["status"])
-        + _row(str(t["wave"]), _sha(t["checkpoint_tag"], 200), _sha(t["merge_sha"]), t["executor"] or "—")
+        cells(Code(t["id"]), plain(t["title"], 80), Strong(t["status"]) if t["status"] == "accepted" else t["status"])
+        + cells(str(t["wave"]), _sha(t["checkpoint_tag"], 200), _sha(t["merge_sha"]), t["executor"] or "—")
         for t in facts.tasks
     ]
     blocks.append(Table(["task", "title", "status", "wave", "checkpoint", "merge", "executor"], rows))
@@ -417,16 +255,16 @@ def _evidence_rows(facts: _Facts, rows: list[dict[str, Any]], *, reported: bool)
         return Table(
             ["check", "label", "exit", "head", "summary", "artifacts"],
             [
-                _row(Code(e["kind"]), e["label"], _exit(e["exit_code"]), _sha(e["head_sha"]))
-                + _row(plain(e["summary"], 200), _artifact_parts(facts, e["id"]))
+                cells(Code(e["kind"]), e["label"], _exit(e["exit_code"]), _sha(e["head_sha"]))
+                + cells(plain(e["summary"], 200), _artifact_parts(facts, e["id"]))
                 for e in rows
             ],
         )
     return Table(
         ["check", "exit", "duration", "head", "artifacts"],
         [
-            _row(Code(e["kind"]), _exit(e["exit_code"]), _duration(e["duration_ms"]), _sha(e["head_sha"]))
-            + _row(_artifact_parts(facts, e["id"]))
+            cells(Code(e["kind"]), _exit(e["exit_code"]), _duration(e["duration_ms"]), _sha(e["head_sha"]))
+            + cells(_artifact_parts(facts, e["id"]))
             for e in rows
         ],
     )
@@ -435,7 +273,7 @@ def _evidence_rows(facts: _Facts, rows: list[dict[str, Any]], *, reported: bool)
 def _evidence(facts: _Facts) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, "Evidence"),
-        _p(
+        para(
             "Only ",
             Code("direct"),
             " evidence (the server's own run of a check on the commit) counts for a gate; "
@@ -455,26 +293,26 @@ def _evidence(facts: _Facts) -> list[Block]:
         on_head = [e for e in direct if e["head_sha"] == head]
         where = "accepted head" if t["accepted_sha"] else "latest checked head (task not accepted)"
         if on_head:
-            blocks += [_p(f"Direct evidence on the {where} ", _sha(head), ":")]
+            blocks += [para(f"Direct evidence on the {where} ", _sha(head), ":")]
             blocks.append(_evidence_rows(facts, on_head, reported=False))
         else:
-            blocks.append(_p(f"No direct evidence on the {where}", " ", _sha(head), "."))
+            blocks.append(para(f"No direct evidence on the {where}", " ", _sha(head), "."))
         if len(direct) > len(on_head):
-            blocks.append(_p(f"{len(direct) - len(on_head)} direct result(s) on earlier commits are stale."))
+            blocks.append(para(f"{len(direct) - len(on_head)} direct result(s) on earlier commits are stale."))
         reported = [e for e in rows if e["label"] != "direct"]
         if reported:
-            blocks += [_p("Reported, not counted:"), _evidence_rows(facts, reported, reported=True)]
+            blocks += [para("Reported, not counted:"), _evidence_rows(facts, reported, reported=True)]
     run_rows = per_task.get(None, [])
     blocks.append(Heading(3, "Run (integration head)"))
     if run_rows:
         head = _sha(facts.integration_head)
         current = [e for e in run_rows if e["head_sha"] == facts.integration_head]
         blocks.append(
-            _p(f"{len(current)} of {len(run_rows)} run-level result(s) on the current integration head ", head, ".")
+            para(f"{len(current)} of {len(run_rows)} run-level result(s) on the current integration head ", head, ".")
         )
         blocks.append(_evidence_rows(facts, run_rows, reported=False))
     else:
-        blocks.append(_p("No checks were run on the integration branch."))
+        blocks.append(para("No checks were run on the integration branch."))
     if facts.risks:
         items: list[Parts] = [
             [Strong(r["kind"]), " ", Code(r["task_id"] or "run"), ": ", plain(r["detail"], 400)] for r in facts.risks
@@ -504,51 +342,51 @@ def _reviews(facts: _Facts) -> list[Block]:
             findings = facts.findings.get(r["id"], [])
             if findings:
                 rows = [
-                    _row(Strong(f["severity"]) if f["severity"] in SERIOUS else f["severity"], _location(f))
-                    + _row(plain(f["title"], 200), "open" if latest else "superseded")
+                    cells(Strong(f["severity"]) if f["severity"] in SERIOUS else f["severity"], _location(f))
+                    + cells(plain(f["title"], 200), "open" if latest else "superseded")
                     for f in findings
                 ]
                 blocks.append(Table(["severity", "location", "finding", "status"], rows))
     unreviewed = [t["id"] for t in facts.tasks if t["status"] == "accepted" and t["id"] not in subjects]
     if unreviewed:
-        blocks.append(_p("Accepted without a review (the policy did not require one): ", *_codes(unreviewed)))
+        blocks.append(para("Accepted without a review (the policy did not require one): ", *_codes(unreviewed)))
     if not facts.reviews:
-        blocks.append(_p("No reviews recorded."))
+        blocks.append(para("No reviews recorded."))
     return blocks
 
 
 def _graph(facts: _Facts, svg: str) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Task graph")]
     if not facts.tasks:
-        return [*blocks, _p("No task graph registered.")]
+        return [*blocks, para("No task graph registered.")]
     if len(facts.tasks) > MERMAID_LIMIT:
-        blocks.append(_p(f"The mermaid graph shows the first {MERMAID_LIMIT} of {len(facts.tasks)} tasks."))
+        blocks.append(para(f"The mermaid graph shows the first {MERMAID_LIMIT} of {len(facts.tasks)} tasks."))
     return [*blocks, Graph(mermaid_graph(facts.tasks), svg)]
 
 
 def _gates(facts: _Facts, run_gates: list[GateResult] | None) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Gates")]
     if run_gates is None:
-        blocks.append(_p("Run gates were not evaluated for this report."))
+        blocks.append(para("Run gates were not evaluated for this report."))
     else:
         rows = [
-            _row(Code(g.gate), "ok" if g.ok else Strong("unmet"), plain(g.reason, 400), plain(g.next_step, 300))
+            cells(Code(g.gate), "ok" if g.ok else Strong("unmet"), plain(g.reason, 400), plain(g.next_step, 300))
             for g in run_gates
         ]
         blocks.append(Table(["gate", "ok", "reason", "next step"], rows))
     blocks.append(Heading(3, "Human approval"))
     if facts.approvals:
         rows = [
-            _row(plain(a["by"], 120), plain(a["via"], 60), a["at"], _sha(a["head_sha"]))
-            + _row("yes" if a["head_sha"] == facts.integration_head else "no")
+            cells(plain(a["by"], 120), plain(a["via"], 60), a["at"], _sha(a["head_sha"]))
+            + cells("yes" if a["head_sha"] == facts.integration_head else "no")
             for a in facts.approvals
         ]
         blocks.append(Table(["by", "via", "at", "head", "is the integration head"], rows))
     else:
-        blocks.append(_p("No human approval recorded."))
+        blocks.append(para("No human approval recorded."))
     blocks += [
         Heading(3, "Ledger"),
-        _p(
+        para(
             f"{facts.ledger_events} events in the ledger ({facts.run_events} of this run); head hash ",
             _sha(facts.ledger_head, 64),
             ". ",
