@@ -362,3 +362,56 @@ def test_reconcile_removes_clean_orphan_worktrees_and_keeps_dirty_ones(tmp_path:
     assert git(repo, "rev-parse", "--verify", "g1")  # branches are never deleted
     status = get_status(env, run).status
     assert status is not None and any("uncommitted work" in r for r in status.risks)
+
+
+def test_the_graph_cannot_be_replaced_once_a_task_is_dispatched(tmp_path: Path, env: Env) -> None:
+    from planegate.tools.graph import register_graph
+    from tests.execution import TASKS
+
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    dispatch_task(env, run, "calc")
+    before = env.store.event_count()
+    with pytest.raises(WrongState, match=r"already has dispatched tasks \(calc \(in_progress\)\)"):
+        register_graph(env, run, TASKS[:2])
+    assert env.store.event_count() == before
+
+
+def test_an_expired_lease_shows_as_a_risk_and_another_session_can_take_the_task_over(
+    tmp_path: Path, fresh_machine: Path, env: Env
+) -> None:
+    import time
+
+    run = planned_run(env, calc_repo(tmp_path / "calc", lease_minutes=0.01))
+    first = dispatch_task(env, run, "calc")
+    deadline = time.monotonic() + 10
+    while not (status := get_status(env, run).status) or not status.active[0].lease_expired:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the lease did not expire"
+        time.sleep(0.1)
+    assert any("lease expired" in r for r in status.risks)
+    other = open_env(fresh_machine, actor="agent:other")
+    try:
+        second = dispatch_task(other, run, "calc")
+    finally:
+        other.close()
+    assert second.taken_over and second.worktree == first.worktree
+    row = env.task_row(run, "calc")
+    assert row["lease_owner"].startswith("agent:other@")
+    assert env.store.scalar("SELECT COUNT(*) FROM events WHERE kind = 'task.taken_over'") == 1
+
+
+def test_ledger_verify_re_hashes_artifacts_and_finds_an_edited_log(tmp_path: Path, env: Env) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    do_calc(env, run)
+    assert verify_ledger(env.store).ok
+    log = Path(env.store.scalar("SELECT path FROM artifacts WHERE name = 'test.stdout.log' LIMIT 1"))
+    log.write_text("1 passed (edited afterwards)\n")
+    report = verify_ledger(env.store)
+    assert not report.ok and report.chain_break is None
+    assert any(str(log) in problem and "no longer hashes" in problem for problem in report.artifact_problems)
+
+
+def test_the_run_keeps_the_policy_it_started_with(tmp_path: Path, env: Env) -> None:
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    (repo / ".planegate" / "policy.toml").write_text("max_parallel = 50\nrequire_review = false\n")
+    assert env.policy(env.run_row(run)).max_parallel == 2
