@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -97,8 +98,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from planegate.tools.policy import POLICY_PATH, detect_test_command, parse_policy, policy_template
 
     repo = Path(args.repo).resolve()
@@ -138,14 +137,48 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+class NoTerminal(Exception):
+    """The command needs a person at a terminal."""
+
+
+def confirm_on_terminal(question: str, expected: str) -> bool:
+    """Ask on the controlling terminal (not stdin, so piped input cannot answer for a person)."""
+    try:
+        terminal = Path("/dev/tty").open("r+b", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise NoTerminal(str(exc)) from exc
+    with terminal:
+        terminal.write(question.encode())
+        return terminal.readline().decode(errors="replace").strip() == expected
+
+
+def _human_only(command: str) -> int:
+    print(
+        f"planegate {command}: this needs you at a terminal (it reads your answer from /dev/tty); "
+        "an agent cannot run it on your behalf. Run it yourself in a terminal.",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     from planegate.tools.config import os_user
-    from planegate.tools.release import approve
+    from planegate.tools.release import approve, evaluate_run
 
     env = _env()
     try:
         run_row = env.run_row(args.run)
+        facts, gates = evaluate_run(env, args.run)
         print(f"run {args.run}: {run_row['goal']}")
+        print(f"integration branch {run_row['integration_branch']} at {str(facts.integration_head)[:12]}")
+        for gate in gates:
+            print(f"  {'ok  ' if gate.ok else 'OPEN'} {gate.gate}: {gate.reason}")
+        try:
+            if not confirm_on_terminal(f"Type the run id to approve it ({args.run}): ", args.run):
+                print("not approved (the answer did not match the run id)", file=sys.stderr)
+                return 1
+        except NoTerminal:
+            return _human_only("approve")
         result = approve(env, args.run, os_user(), "cli")
     finally:
         env.close()
@@ -157,8 +190,6 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from planegate.tools.release import evaluate_run
     from planegate.tools.report import write_report
 
@@ -173,12 +204,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_review_submit(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from planegate.tools.config import os_user
     from planegate.tools.review import submit_review
 
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    text = Path(args.file).read_text(encoding="utf-8")
+    try:
+        if not confirm_on_terminal(
+            f"Type the review id to submit {args.file} as its answer ({args.review}): ", args.review
+        ):
+            print("not submitted (the answer did not match the review id)", file=sys.stderr)
+            return 1
+    except NoTerminal:
+        return _human_only("review submit")
     env = _env(actor=f"user:{os_user()}")
     try:
         result = submit_review(env, args.review, text)
@@ -278,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("run", help="run id")
     back.add_argument("--to", required=True, metavar="cp-N", help="the checkpoint to return to, e.g. cp-2")
 
-    approve = add("approve", "Approve a run as a human (records your OS user and the time).", cmd_approve)
+    approve = add(
+        "approve", "Approve a run as a human, typed at your terminal (records your OS user and the time).", cmd_approve
+    )
     approve.add_argument("run", help="run id")
 
     report = add("report", "Write a run's report (markdown, HTML, graph picture) for a pull request.", cmd_report)
@@ -294,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for (see the review_task prompt), with the review's nonce as review_id.",
     )
     submit.add_argument("review", help="review id (rv-…)")
-    submit.add_argument("--file", required=True, help="the answer file, or - for standard input")
+    submit.add_argument("--file", required=True, help="the answer file")
     submit.set_defaults(fn=cmd_review_submit)
 
     browser = commands.add_parser(

@@ -276,16 +276,20 @@ async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
     say(f"release review: {reviewed['verdict']}", reviewed["summary"] or "")
     refusal = await demo.refused("accept_run", run=run)
     say("accept_run is refused: no human has said yes", refusal.splitlines()[-1])
-    approved = subprocess.run(
-        [sys.executable, "-m", "planegate.server.cli", "approve", run],
-        env={**os.environ, "PLANEGATE_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    from planegate.tools.config import Settings, os_user
+    from planegate.tools.env import Env
+    from planegate.tools.release import approve
+
+    human = Env.open(Settings(home=home, actor=f"user:{os_user()}"))
+    try:
+        approval = approve(human, run, os_user(), "demo")
+    finally:
+        human.close()
+    say(
+        "the human approval",
+        f"recorded for {approval.by} at {approval.head_sha[:12]} (via 'demo': running the demo is your yes;\n"
+        f"in real use you type `planegate approve {run}` in your own terminal, which an agent cannot do)",
     )
-    if approved.returncode:
-        raise DemoFailed(f"planegate approve failed: {approved.stderr}")
-    say(f"planegate approve {run}  (you, the human at this terminal)", approved.stdout)
     accepted = await demo.call("accept_run", run=run)
     say(
         "accept_run: the run is accepted",

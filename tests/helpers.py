@@ -54,3 +54,44 @@ async def refused(client: Any, tool: str, **arguments: Any) -> str:
     text = " ".join(getattr(block, "text", "") for block in result.content)
     assert result.is_error, f"{tool} was expected to be refused but returned {result.structured_content}"
     return text
+
+
+def planegate_in_terminal(*args: str, answer: str, timeout: float = 60) -> tuple[int, str]:
+    """Run ``planegate ARGS`` with a pseudo-terminal as its controlling terminal, typing ``answer``
+    when it asks; its exit code and everything it printed."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.execv(sys.executable, [sys.executable, "-m", "planegate.server.cli", *args])
+    output = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+                if not answered and b"Type the" in output:
+                    os.write(fd, answer.encode() + b"\n")
+                    answered = True
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished and not ready:
+                break
+        else:
+            os.kill(pid, 9)
+            raise AssertionError(f"planegate {' '.join(args)} did not finish: {output.decode(errors='replace')}")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0) if not finished else (pid, status)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")

@@ -334,3 +334,27 @@ async def test_resources_render_status_with_a_mermaid_graph(repo: Path, fresh_ma
         assert "graph.registered" in events
         prompt = await client.get_prompt("orchestrate", {"goal": "ship it"})
         assert "freeze_requirements" in prompt.messages[0].content.text
+
+
+async def test_the_run_takes_the_committed_policy_and_ignores_uncommitted_edits(
+    tmp_path: Path, fresh_machine: Path
+) -> None:
+    repo = make_repo(tmp_path / "r", {".planegate/policy.toml": "max_parallel = 3\n"})
+    (repo / ".planegate" / "policy.toml").write_text("max_parallel = 3\nrequire_review = false\n")
+    fresh = make_repo(tmp_path / "fresh")
+    (fresh / ".planegate").mkdir()
+    (fresh / ".planegate" / "policy.toml").write_text("require_review = false\n")
+    async with connected(fresh_machine) as client:
+        started = await call(client, "start_run", repo=str(repo), goal="x")
+        assert "uncommitted edits to it are ignored" in started["policy"]
+        unborn = await call(client, "start_run", repo=str(fresh), goal="y")
+        assert unborn["policy"].startswith("defaults") and "commit it" in unborn["policy"]
+    from planegate.tools.env import Env
+
+    env = Env.open(Settings(home=fresh_machine, actor="t"))
+    try:
+        policy = env.policy(env.run_row(started["run"]))
+        assert (policy.max_parallel, policy.require_review) == (3, True)
+        assert env.policy(env.run_row(unborn["run"])).require_review is True
+    finally:
+        env.close()

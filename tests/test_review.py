@@ -28,7 +28,7 @@ from planegate.tools.review import request_review, review_result
 from planegate.tools.review_parse import BEGIN, END, ReplyProblem, parse_reply
 from planegate.tools.runs import freeze_requirements
 from tests.execution import MUL, MUL_TEST, Requirement, calc_repo, drain, open_env, planned_run, write
-from tests.helpers import call, commit_all, git, refused
+from tests.helpers import call, commit_all, git, planegate_in_terminal, refused
 
 FAKES = Path(__file__).parent / "fakes"
 NONCE = "ab" * 12
@@ -193,14 +193,9 @@ def test_a_reply_still_unusable_after_the_repair_leaves_the_review_incomplete(
 def test_a_model_reviewing_its_own_work_is_refused(tmp_path: Path, env: Env) -> None:
     repo = review_repo(tmp_path / "calc")
     target = repo / ".planegate" / "policy.toml"
-    agent = tmp_path / "agent.py"
-    agent.write_text("print('nothing to do')\n")
-    target.write_text(
-        target.read_text().replace(
-            "[review]", f"[executor]\ncommand = {json.dumps([sys.executable, str(agent)])}\n\n[review]"
-        )
-    )
-    commit_all(repo, "command executor")
+    same_program = json.dumps([sys.executable, str(FAKES / "reviewer")])
+    target.write_text(target.read_text().replace("[review]", f"[executor]\ncommand = {same_program}\n\n[review]"))
+    commit_all(repo, "the reviewer's program is also the executor")
     run = planned_run(env, repo)
     worktree = Path(dispatch_task(env, run, "calc", executor="command").worktree)
     drain(env)
@@ -208,7 +203,7 @@ def test_a_model_reviewing_its_own_work_is_refused(tmp_path: Path, env: Env) -> 
     commit_all(worktree, "mul")
     start_checks(env, run, "calc")
     drain(env)
-    with pytest.raises(InvalidInput, match="is the task's own executor"):
+    with pytest.raises(InvalidInput, match=r"reviewer 'command:reviewer' is the task's own executor"):
         request_review(env, run, "calc")
 
 
@@ -224,13 +219,20 @@ def test_a_manual_review_waits_for_planegate_review_submit(tmp_path: Path, env: 
     requested = request_review(env, run, "calc")
     assert requested.state == "waiting" and requested.job is None
     nonce = env.store.scalar("SELECT nonce FROM reviews WHERE id = ?", (requested.review,))
-    stale = planegate("review", "submit", requested.review, "--file", "-", stdin=reply(dict(GOOD, review_id="0" * 24)))
-    assert stale.returncode == 1 and "still waits" in stale.stderr
-    assert review_result(env, requested.review).state == "waiting"
     answer = tmp_path / "answer.json"
+    answer.write_text(reply(dict(GOOD, review_id="0" * 24)))
+    code, out = planegate_in_terminal(
+        "review", "submit", requested.review, "--file", str(answer), answer=requested.review
+    )
+    assert code == 1 and "still waits" in out
+    assert review_result(env, requested.review).state == "waiting"
     answer.write_text(reply(dict(GOOD, review_id=nonce)))
-    done = planegate("review", "submit", requested.review, "--file", str(answer))
-    assert done.returncode == 0, done.stderr
+    piped = planegate("review", "submit", requested.review, "--file", str(answer))
+    assert piped.returncode == 2 and "needs you at a terminal" in piped.stderr
+    code, out = planegate_in_terminal(
+        "review", "submit", requested.review, "--file", str(answer), answer=requested.review
+    )
+    assert code == 0, out
     assert review_result(env, requested.review).verdict == "approve"
     assert env.task_row(run, "calc")["status"] == "approved"
     assert env.store.one("SELECT actor FROM events WHERE kind = 'review.completed'")["actor"].startswith("user:")
@@ -267,8 +269,13 @@ def test_a_run_is_accepted_only_after_the_human_approves_with_planegate_approve(
         accept_run(env, run)
     assert [g.gate for g in waiting.value.unmet] == ["human_approval"]
     assert f"planegate approve {run}" in str(waiting.value)
-    approved = planegate("approve", run)
-    assert approved.returncode == 0, approved.stderr
+    from_agent = planegate("approve", run, stdin=f"{run}\n")
+    assert from_agent.returncode == 2 and "needs you at a terminal" in from_agent.stderr
+    code, out = planegate_in_terminal("approve", run, answer="not-the-run")
+    assert code == 1 and "not approved" in out
+    code, out = planegate_in_terminal("approve", run, answer=run)
+    assert code == 0, out
+    assert "OPEN human_approval" in out and "approved by" in out
     accepted = accept_run(env, run)
     assert accepted.stage == "accepted" and all(g.ok for g in accepted.gates)
     report = Path(accepted.report).read_text()

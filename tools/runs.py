@@ -20,6 +20,7 @@ from planegate.store import Writer, canonical_json, placeholders
 from . import globs
 from .env import Env
 from .errors import Conflict, InvalidInput, WrongState
+from .gitrepo import GitRepo
 from .models import (
     ACTIVE_STATUSES,
     Decision,
@@ -30,7 +31,7 @@ from .models import (
     stage_at_least,
 )
 from .names import check_name, check_requirement_id, slug
-from .policy import POLICY_PATH, load_policy
+from .policy import POLICY_PATH, Policy, parse_policy
 
 MAX_TEXT = 20_000
 
@@ -75,10 +76,9 @@ def start_run(env: Env, repo: str, goal: str, base_ref: str = "HEAD") -> StartRu
     base_sha = git.rev(base_ref)
     if base_sha is None:
         raise InvalidInput(f"base_ref {base_ref!r} is not a commit in {git.root}; pass a branch, tag or sha")
-    policy = load_policy(git.root)
+    policy, source = policy_at(git, base_sha)
     snapshot = policy.canonical()
     policy_sha = hashlib.sha256(snapshot.encode()).hexdigest()
-    source = str(POLICY_PATH) if (git.root / POLICY_PATH).is_file() else "defaults (no .planegate/policy.toml)"
 
     run = f"{slug(goal) or 'run'}-{secrets.token_hex(3)}"
     check_name("run", run)
@@ -126,6 +126,22 @@ def start_run(env: Env, repo: str, goal: str, base_ref: str = "HEAD") -> StartRu
         policy=f"{source} sha256:{policy_sha[:16]}",
         next_step=f"freeze_requirements(run={run!r}, requirements=[...])",
     )
+
+
+def policy_at(git: GitRepo, sha: str) -> tuple[Policy, str]:
+    """The policy committed at ``sha`` (the defaults when there is none) and where it came from.
+
+    The committed file is what counts: an uncommitted edit cannot loosen a run's gates.
+    """
+    committed = git.show(sha, POLICY_PATH.as_posix())
+    working = git.root / POLICY_PATH
+    if committed is None:
+        note = " (the uncommitted .planegate/policy.toml is ignored: commit it)" if working.is_file() else ""
+        return Policy(), f"defaults (no .planegate/policy.toml at {sha[:12]}){note}"
+    text = committed.decode("utf-8", "replace")
+    policy = parse_policy(text, f"{POLICY_PATH} at {sha[:12]}")
+    dirty = working.is_file() and working.read_bytes() != committed
+    return policy, f"{POLICY_PATH} at {sha[:12]}" + (" (uncommitted edits to it are ignored)" if dirty else "")
 
 
 def _content_sha(body: Any) -> str:
