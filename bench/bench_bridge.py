@@ -113,6 +113,8 @@ def main() -> None:
                 "ratio": round(bridge_median / bare_median, 2),
                 "reply_stream_s_approx": round(fake.thinking_s + len(REPLY.split()) * fake.token_delay_s, 2),
             },
+            "target": "reply finished -> returned p90 <= 1.2 s",
+            "meets_target": p90(latencies) <= 1.2,
         }
         print(json.dumps(result))
     finally:

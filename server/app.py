@@ -157,7 +157,7 @@ async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context 
         if ctx is not None and elapsed - last_report >= 2.0:
             last_report = elapsed
             await ctx.report_progress(round(elapsed, 1), None, row["progress"] or f"job {job} is {row['status']}")
-        await anyio.sleep(0.05 if elapsed < 1 else 0.2)
+        await anyio.sleep(0.05 if elapsed < 5 else 0.25)
 
 
 def ask_human(run: str, ctx: Context) -> Elicit[HumanConfirmation] | None:
