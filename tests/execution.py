@@ -102,3 +102,17 @@ def write(worktree: Path, files: dict[str, str]) -> None:
 
 MUL = CALC + "\n\ndef mul(a, b):\n    return a * b\n"
 MUL_TEST = "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"
+
+
+def finish_calc(env: Env, run: str, files: dict[str, str] | None = None) -> Path:
+    """Dispatch `calc`, write mul and its test (or ``files``), commit, and run its checks."""
+    from planegate.tools.checks import start_checks
+    from planegate.tools.dispatch import dispatch_task
+    from tests.helpers import commit_all
+
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, files or {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
+    commit_all(worktree, "mul")
+    start_checks(env, run, "calc")
+    drain(env)
+    return worktree

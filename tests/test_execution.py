@@ -20,7 +20,7 @@ from planegate.tools.evidence import record_evidence
 from planegate.tools.models import TaskSpec
 from planegate.tools.reconcile import reconcile
 from planegate.tools.status import get_status
-from tests.execution import MUL, MUL_TEST, calc_repo, drain, open_env, planned_run, write
+from tests.execution import MUL, MUL_TEST, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import commit_all, git
 
 
@@ -33,16 +33,6 @@ def env(fresh_machine: Path) -> Iterator[Env]:
 
 def unmet(exc: pytest.ExceptionInfo[GatesUnmet]) -> dict[str, str]:
     return {g.gate: g.reason for g in exc.value.unmet}
-
-
-def do_calc(env: Env, run: str, files: dict[str, str] | None = None) -> Path:
-    """Dispatch `calc`, write mul and its test (or ``files``), commit, run the checks."""
-    worktree = Path(dispatch_task(env, run, "calc").worktree)
-    write(worktree, files or {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
-    commit_all(worktree, "mul")
-    start_checks(env, run, "calc")
-    drain(env)
-    return worktree
 
 
 def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tmp_path: Path, env: Env) -> None:
@@ -177,7 +167,7 @@ def test_run_checks_refuses_uncommitted_changes(tmp_path: Path, env: Env) -> Non
 
 def test_an_edit_outside_scope_or_in_a_denied_path_is_refused(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, calc_repo(tmp_path / "calc", deny_paths=["src/__init__.py"]))
-    worktree = do_calc(env, run, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST, "src/text.py": "x = 1\n"})
+    worktree = finish_calc(env, run, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST, "src/text.py": "x = 1\n"})
     with pytest.raises(GatesUnmet) as refused:
         accept_task(env, run, "calc")
     assert "src/text.py" in unmet(refused)["scope"]
@@ -197,7 +187,7 @@ def test_over_budget_committed_aws_key_and_failing_check_are_all_reported_at_onc
         "tests/test_mul.py": "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 7\n",
         "tests/test_more.py": "def test_nothing():\n    pass\n",
     }
-    do_calc(env, run, files)
+    finish_calc(env, run, files)
     before = env.store.event_count()
     with pytest.raises(GatesUnmet) as refused:
         accept_task(env, run, "calc")
@@ -214,7 +204,7 @@ def test_over_budget_committed_aws_key_and_failing_check_are_all_reported_at_onc
 
 def test_evidence_made_before_a_new_commit_is_stale(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, calc_repo(tmp_path / "calc"))
-    worktree = do_calc(env, run)
+    worktree = finish_calc(env, run)
     write(worktree, {"README.md": "changed after the checks\n"})
     commit_all(worktree, "later")
     with pytest.raises(GatesUnmet) as refused:
@@ -263,7 +253,7 @@ def test_a_claimed_pass_that_the_server_sees_fail_is_recorded_as_a_misalignment(
 def test_red_green_refuses_tests_that_also_pass_on_the_base(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, calc_repo(tmp_path / "calc"))
     always = "from src.calc import add\n\n\ndef test_add_again():\n    assert add(1, 1) == 2\n"
-    do_calc(env, run, {"src/calc.py": MUL, "tests/test_again.py": always})
+    finish_calc(env, run, {"src/calc.py": MUL, "tests/test_again.py": always})
     with pytest.raises(GatesUnmet) as refused:
         accept_task(env, run, "calc")
     assert "also pass on base" in unmet(refused)["red_green"]
@@ -272,7 +262,7 @@ def test_red_green_refuses_tests_that_also_pass_on_the_base(tmp_path: Path, env:
 def test_a_merge_conflict_sets_changes_requested_and_loses_nothing(tmp_path: Path, env: Env) -> None:
     repo = calc_repo(tmp_path / "calc", require_red_green=False)
     run = planned_run(env, repo)
-    calc = do_calc(env, run, {"src/calc.py": MUL, "tests/test_shared.py": "def test_a():\n    assert 1\n"})
+    calc = finish_calc(env, run, {"src/calc.py": MUL, "tests/test_shared.py": "def test_a():\n    assert 1\n"})
     text = Path(dispatch_task(env, run, "text").worktree)
     write(
         text,
@@ -304,7 +294,7 @@ def test_cancel_releases_the_lease_keeps_the_worktree_and_refuses_accepted_tasks
     row = env.task_row(run, "text")
     assert (row["status"], row["lease_owner"], row["cancel_reason"]) == ("cancelled", None, "not needed after all")
     assert worktree.is_dir() and cancelled.worktree == str(worktree)
-    do_calc(env, run)
+    finish_calc(env, run)
     accept_task(env, run, "calc")
     with pytest.raises(WrongState, match="planegate rollback"):
         cancel_task(env, run, "calc", "oops")
@@ -313,7 +303,7 @@ def test_cancel_releases_the_lease_keeps_the_worktree_and_refuses_accepted_tasks
 def test_rollback_resets_integration_and_returns_later_tasks_to_ready(tmp_path: Path, env: Env) -> None:
     repo = calc_repo(tmp_path / "calc")
     run = planned_run(env, repo)
-    do_calc(env, run)
+    finish_calc(env, run)
     first = accept_task(env, run, "calc")
     text = Path(dispatch_task(env, run, "text").worktree)
     write(
@@ -401,7 +391,7 @@ def test_an_expired_lease_shows_as_a_risk_and_another_session_can_take_the_task_
 
 def test_ledger_verify_re_hashes_artifacts_and_finds_an_edited_log(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, calc_repo(tmp_path / "calc"))
-    do_calc(env, run)
+    finish_calc(env, run)
     assert verify_ledger(env.store).ok
     log = Path(env.store.scalar("SELECT path FROM artifacts WHERE name = 'test.stdout.log' LIMIT 1"))
     log.write_text("1 passed (edited afterwards)\n")

@@ -27,7 +27,7 @@ from planegate.tools.release import accept_run
 from planegate.tools.review import request_review, review_result
 from planegate.tools.review_parse import BEGIN, END, ReplyProblem, parse_reply
 from planegate.tools.runs import freeze_requirements
-from tests.execution import MUL, MUL_TEST, Requirement, calc_repo, drain, open_env, planned_run, write
+from tests.execution import MUL, MUL_TEST, Requirement, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import call, commit_all, git, planegate_in_terminal, refused
 
 FAKES = Path(__file__).parent / "fakes"
@@ -52,15 +52,6 @@ def env(fresh_machine: Path) -> Iterator[Env]:
     opened = open_env(fresh_machine)
     yield opened
     opened.close()
-
-
-def verified_calc(env: Env, run: str, files: dict[str, str] | None = None) -> Path:
-    worktree = Path(dispatch_task(env, run, "calc").worktree)
-    write(worktree, files or {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST})
-    commit_all(worktree, "mul")
-    start_checks(env, run, "calc")
-    drain(env)
-    return worktree
 
 
 def review(env: Env, run: str, task: str | None = "calc", release: bool = False) -> str:
@@ -94,7 +85,7 @@ def test_the_parser_finds_a_marked_then_fenced_then_bare_block_and_checks_the_no
 
 def test_an_approving_review_of_the_head_opens_the_review_gate(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     with pytest.raises(GatesUnmet) as before:
         accept_task(env, run, "calc")
     assert {g.gate for g in before.value.unmet} == {"review"}
@@ -129,7 +120,7 @@ def test_a_request_for_changes_sends_the_task_back_and_a_high_finding_blocks_acc
     tmp_path: Path, env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    worktree = verified_calc(env, run)
+    worktree = finish_calc(env, run)
     monkeypatch.setenv("REVIEWER_MODE", "request_changes")
     review(env, run)
     assert env.task_row(run, "calc")["status"] == "changes_requested"
@@ -148,7 +139,7 @@ def test_a_request_for_changes_sends_the_task_back_and_a_high_finding_blocks_acc
 
 def test_a_commit_after_the_approval_makes_it_stale(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    worktree = verified_calc(env, run)
+    worktree = finish_calc(env, run)
     review_id = review(env, run)
     write(worktree, {"README.md": "a later change\n"})
     commit_all(worktree, "after the approval")
@@ -167,7 +158,7 @@ def test_an_unusable_reply_gets_one_repair_prompt(tmp_path: Path, env: Env, monk
     monkeypatch.setenv("REVIEWER_LOG", str(log))
     monkeypatch.setenv("REVIEWER_MODE", "no_json_once")
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     review_id = review(env, run)
     assert review_result(env, review_id).state == "completed"
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -182,7 +173,7 @@ def test_a_reply_still_unusable_after_the_repair_leaves_the_review_incomplete(
 ) -> None:
     monkeypatch.setenv("REVIEWER_MODE", mode)
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     result = review_result(env, review(env, run))
     assert result.state == "incomplete" and problem in (result.error or "")
     assert env.task_row(run, "calc")["status"] == "in_progress"
@@ -215,7 +206,7 @@ def planegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProce
 
 def test_a_manual_review_waits_for_planegate_review_submit(tmp_path: Path, env: Env) -> None:
     run = planned_run(env, review_repo(tmp_path / "calc", reviewer="manual"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     requested = request_review(env, run, "calc")
     assert requested.state == "waiting" and requested.job is None
     nonce = env.store.scalar("SELECT nonce FROM reviews WHERE id = ?", (requested.review,))
@@ -241,7 +232,7 @@ def test_a_manual_review_waits_for_planegate_review_submit(tmp_path: Path, env: 
 def release_ready(env: Env, tmp_path: Path) -> str:
     """A run whose only open gate is the human's approval."""
     run = planned_run(env, review_repo(tmp_path / "calc"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     review(env, run)
     accept_task(env, run, "calc")
     cancel_task(env, run, "docs", "folded into calc")
@@ -336,7 +327,7 @@ async def test_the_review_task_prompt_gives_a_manual_reviewer_the_whole_packet(
 ) -> None:
     env = open_env(fresh_machine)
     run = planned_run(env, review_repo(tmp_path / "calc", reviewer="manual"))
-    verified_calc(env, run)
+    finish_calc(env, run)
     requested = request_review(env, run, "calc")
     nonce = env.store.scalar("SELECT nonce FROM reviews WHERE id = ?", (requested.review,))
     env.close()

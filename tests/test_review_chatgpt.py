@@ -19,10 +19,9 @@ from planegate.bridge import LaunchedBrowser
 from planegate.store import verify_ledger
 from planegate.tools.env import Env
 from planegate.tools.review import request_review, review_result
-from tests.execution import calc_repo, drain, open_env, planned_run
+from tests.execution import calc_repo, drain, finish_calc, open_env, planned_run
 from tests.fakechat import FakeChat
 from tests.helpers import commit_all
-from tests.test_review import verified_calc
 
 pytest_plugins = ["tests.fakechat.fixtures"]
 pytestmark = pytest.mark.browser
@@ -58,7 +57,7 @@ def chatgpt_run(
     commit_all(repo, "chatgpt reviews")
     env = open_env(fresh_machine)
     run = planned_run(env, repo)
-    verified_calc(env, run)
+    finish_calc(env, run)
     yield env, run
     env.close()
 

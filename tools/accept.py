@@ -29,6 +29,7 @@ from .facts import evaluate_task
 from .gates import conflict_gate
 from .gitrepo import GitRepo, trailers
 from .models import ACTIVE_STATUSES, AcceptResult, RollbackResult
+from .runs import move_task
 
 
 def unlock_dependents(w: Writer, run: str, task: str) -> list[str]:
@@ -44,13 +45,7 @@ def unlock_dependents(w: Writer, run: str, task: str) -> list[str]:
             " WHERE e.run_id = ? AND e.task_id = ? AND d.status != 'accepted'",
             (run, dependent["id"]),
         )
-        if open_deps == 0 and w.cas(
-            "tasks",
-            {"run_id": run, "id": dependent["id"]},
-            {"status": "blocked"},
-            {"status": "ready", "updated_at": w.at},
-        ):
-            w.event("task.unblocked", run=run, task=dependent["id"], by=task, **{"from": "blocked", "to": "ready"})
+        if open_deps == 0 and move_task(w, run, dependent["id"], "blocked", "ready", "task.unblocked", by=task):
             unlocked.append(dependent["id"])
     return unlocked
 
@@ -67,19 +62,7 @@ def _used_evidence(facts_evidence: list[dict[str, Any]], head: str) -> list[int]
 
 def _conflict(env: Env, run: str, task: str, status: str, conflicts: list[str]) -> None:
     with env.write() as w:
-        if w.cas(
-            "tasks",
-            {"run_id": run, "id": task},
-            {"status": status},
-            {"status": "changes_requested", "updated_at": w.at},
-        ):
-            w.event(
-                "task.merge_conflict",
-                run=run,
-                task=task,
-                files=conflicts,
-                **{"from": status, "to": "changes_requested"},
-            )
+        move_task(w, run, task, status, "changes_requested", "task.merge_conflict", files=conflicts)
 
 
 def _tag(repo: GitRepo, run: str, n: int, sha: str) -> tuple[int, str]:
@@ -186,31 +169,26 @@ def _merge_and_record(
         w.insert(
             "checkpoints", {"run_id": run, "n": n, "tag": tag, "sha": merge_sha, "task_id": task, "created_at": w.at}
         )
-        w.cas(
-            "tasks",
-            {"run_id": run, "id": task},
-            {"status": row["status"]},
-            {
-                "status": "accepted",
+        move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "accepted",
+            "task.accepted",
+            also={
                 "accepted_at": w.at,
                 "accepted_sha": head,
                 "merge_sha": merge_sha,
                 "checkpoint": n,
                 "lease_owner": None,
                 "lease_expires": None,
-                "updated_at": w.at,
             },
-        )
-        w.event(
-            "task.accepted",
-            run=run,
-            task=task,
             head_sha=head,
             merge_sha=merge_sha,
             checkpoint=tag,
             evidence=evidence,
             review=review,
-            **{"from": row["status"], "to": "accepted"},
         )
         unlocked = unlock_dependents(w, run, task)
     return merge_sha, tag, note, unlocked

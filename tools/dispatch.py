@@ -27,6 +27,7 @@ from .gitrepo import GitRepo
 from .models import ACTIVE_STATUSES, CancelResult, DispatchResult
 from .names import check_name
 from .policy import Policy
+from .runs import move_task
 
 EXECUTORS = ("agent", "command", "codex")
 
@@ -142,35 +143,35 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         row = env.task_row(run, task)
         takeover = _refuse_unless_dispatchable(w, env, run_row, row, policy)
         base_sha = row["base_sha"] if row["base_sha"] and repo.branch_sha(branch) else integration_head
-        changes = {
-            "status": "in_progress",
-            "executor": executor,
-            "branch": branch,
-            "worktree": str(path),
-            "base_sha": base_sha,
-            "lease_owner": lease_holder(env),
-            "lease_expires": lease_expires,
-            "dispatched_at": row["dispatched_at"] or w.at,
-            "dispatched_by": env.settings.actor,
-            "updated_at": w.at,
-        }
-        if not w.cas(
-            "tasks", {"run_id": run, "id": task}, {"status": row["status"], "lease_owner": row["lease_owner"]}, changes
-        ):
-            raise Conflict(f"task {task!r} changed while dispatching; call get_status({run!r})")
-        w.event(
+        holder = lease_holder(env)
+        claimed = move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "in_progress",
             "task.taken_over" if takeover else "task.dispatched",
-            run=run,
-            task=task,
+            expect={"lease_owner": row["lease_owner"]},
+            also={
+                "executor": executor,
+                "branch": branch,
+                "worktree": str(path),
+                "base_sha": base_sha,
+                "lease_owner": holder,
+                "lease_expires": lease_expires,
+                "dispatched_at": row["dispatched_at"] or w.at,
+                "dispatched_by": env.settings.actor,
+            },
             worktree=str(path),
             branch=branch,
             base_sha=base_sha,
             executor=executor,
-            lease_owner=changes["lease_owner"],
+            lease_owner=holder,
             lease_expires=lease_expires,
             previous_owner=row["lease_owner"],
-            **{"from": row["status"], "to": "in_progress"},
         )
+        if not claimed:
+            raise Conflict(f"task {task!r} changed while dispatching; call get_status({run!r})")
         if run_row["stage"] == "planned":
             from .runs import set_stage
 
@@ -179,26 +180,18 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         _make_worktree(repo, path, branch, base_sha)
     except GitError as exc:
         with env.write() as w:
-            if w.cas(
-                "tasks",
-                {"run_id": run, "id": task},
-                {"status": "in_progress", "lease_owner": changes["lease_owner"]},
-                {
-                    "status": row["status"],
-                    "lease_owner": row["lease_owner"],
-                    "lease_expires": row["lease_expires"],
-                    "worktree": row["worktree"],
-                    "branch": row["branch"],
-                    "base_sha": row["base_sha"],
-                },
-            ):
-                w.event(
-                    "task.dispatch_failed",
-                    run=run,
-                    task=task,
-                    error=str(exc),
-                    **{"from": "in_progress", "to": row["status"]},
-                )
+            undo = {key: row[key] for key in ("lease_owner", "lease_expires", "worktree", "branch", "base_sha")}
+            move_task(
+                w,
+                run,
+                task,
+                "in_progress",
+                row["status"],
+                "task.dispatch_failed",
+                expect={"lease_owner": holder},
+                also=undo,
+                error=str(exc),
+            )
         raise
     envelope = render_envelope(env, run, task)
     (path / ENVELOPE_NAME).write_text(envelope, encoding="utf-8")
@@ -271,28 +264,20 @@ def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
                 f"task {task!r} is {row['status']}; it cannot be cancelled"
                 + (" (use `planegate rollback` to undo an acceptance)" if row["status"] == "accepted" else "")
             )
-        if not w.cas(
-            "tasks",
-            {"run_id": run, "id": task},
-            {"status": row["status"]},
-            {
-                "status": "cancelled",
-                "cancel_reason": reason.strip(),
-                "lease_owner": None,
-                "lease_expires": None,
-                "updated_at": w.at,
-            },
-        ):
-            raise Conflict(f"task {task!r} changed while cancelling; call get_status({run!r})")
-        jobs = cancel_jobs(w, run, task, "task cancelled")
-        w.event(
+        cancelled = move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "cancelled",
             "task.cancelled",
-            run=run,
-            task=task,
+            also={"cancel_reason": reason.strip(), "lease_owner": None, "lease_expires": None},
             reason=reason.strip(),
             worktree=row["worktree"],
-            **{"from": row["status"], "to": "cancelled"},
         )
+        if not cancelled:
+            raise Conflict(f"task {task!r} changed while cancelling; call get_status({run!r})")
+        jobs = cancel_jobs(w, run, task, "task cancelled")
     return CancelResult(
         run=run,
         task=task,
@@ -317,18 +302,14 @@ def settle_status(env: Env, run: str, task: str) -> dict[str, Any]:
     if latest is None or latest["head_sha"] == head:
         return row
     with env.write() as w:
-        if w.cas(
-            "tasks",
-            {"run_id": run, "id": task},
-            {"status": row["status"]},
-            {"status": "in_progress", "updated_at": w.at},
-        ):
-            w.event(
-                "task.head_moved",
-                run=run,
-                task=task,
-                head_sha=head,
-                reviewed_sha=latest["head_sha"],
-                **{"from": row["status"], "to": "in_progress"},
-            )
+        move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "in_progress",
+            "task.head_moved",
+            head_sha=head,
+            reviewed_sha=latest["head_sha"],
+        )
     return env.task_row(run, task)

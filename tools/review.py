@@ -34,7 +34,7 @@ from .jobs import JobContext, JobLost, enqueue
 from .models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
 from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
 from .reviewers import make_reviewer, reviewer_identity
-from .runs import current_requirements
+from .runs import current_requirements, move_task
 
 SCHEMA_EXAMPLE = (
     '{"review_id": "%s", "verdict": "approve | request_changes | reject", "summary": "…", '
@@ -235,19 +235,7 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         if task is not None:
             current = env.task_row(run, task)
             if current["status"] != "in_review":
-                w.cas(
-                    "tasks",
-                    {"run_id": run, "id": task},
-                    {"status": current["status"]},
-                    {"status": "in_review", "updated_at": w.at},
-                )
-                w.event(
-                    "task.in_review",
-                    run=run,
-                    task=task,
-                    review=review_id,
-                    **{"from": current["status"], "to": "in_review"},
-                )
+                move_task(w, run, task, current["status"], "in_review", "task.in_review", review=review_id)
         elif run_row["stage"] == "executing":
             from .runs import set_stage
 
@@ -393,29 +381,21 @@ def _fail(env: Env, row: dict[str, Any], error: str) -> None:
             (error[:4000], w.at, row["id"]),
         )
         w.event("review.failed", run=row["run_id"], task=row["task_id"], review=row["id"], error=error[:1000])
-        _return_task(w, row, "in_progress")
+        _return_task(w, env, row, "in_progress")
 
 
-def _return_task(w: Writer, row: dict[str, Any], status: str) -> None:
-    """Move the reviewed task out of in_review, only while it still sits on the reviewed head."""
+def _return_task(w: Writer, env: Env, row: dict[str, Any], status: str) -> None:
+    """Move the reviewed task out of in_review: to ``status`` while it still sits on the reviewed
+    head, back to in_progress when it has moved on since."""
     if row["task_id"] is None:
         return
     task = w.one("SELECT status, branch FROM tasks WHERE run_id = ? AND id = ?", (row["run_id"], row["task_id"]))
     if task is None or task["status"] != "in_review":
         return
-    if w.cas(
-        "tasks",
-        {"run_id": row["run_id"], "id": row["task_id"]},
-        {"status": "in_review"},
-        {"status": status, "updated_at": w.at},
-    ):
-        w.event(
-            "task.reviewed",
-            run=row["run_id"],
-            task=row["task_id"],
-            review=row["id"],
-            **{"from": "in_review", "to": status},
-        )
+    head = env.repo(env.run_row(row["run_id"])["repo"]).branch_sha(task["branch"])
+    if head != row["head_sha"]:
+        status = "in_progress"
+    move_task(w, row["run_id"], row["task_id"], "in_review", status, "task.reviewed", review=row["id"], head_sha=head)
 
 
 def record_outcome(
@@ -446,7 +426,7 @@ def record_outcome(
                 problem=problem,
                 artifacts={a.name: a.sha256 for a in artifacts},
             )
-            _return_task(w, row, "in_progress")
+            _return_task(w, env, row, "in_progress")
             return
         w.execute(
             "UPDATE reviews SET status = 'completed', verdict = ?, summary = ?, reply = ?, completed_at = ?"
@@ -471,7 +451,7 @@ def record_outcome(
             head_sha=row["head_sha"],
             artifacts={a.name: a.sha256 for a in artifacts},
         )
-        _return_task(w, row, "approved" if parsed.verdict == "approve" else "changes_requested")
+        _return_task(w, env, row, "approved" if parsed.verdict == "approve" else "changes_requested")
 
 
 def submit_review(env: Env, review: str, text: str) -> ReviewResult:

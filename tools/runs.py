@@ -19,7 +19,7 @@ from planegate.store import Writer, canonical_json, placeholders
 
 from . import globs
 from .env import Env
-from .errors import Conflict, InvalidInput, WrongState
+from .errors import Conflict, InvalidInput, PolicyError, WrongState
 from .gitrepo import GitRepo
 from .models import (
     ACTIVE_STATUSES,
@@ -47,6 +47,31 @@ def set_stage(w: Writer, run_row: dict[str, Any], new: str, kind: str, **payload
         raise Conflict(f"run {run_row['id']!r} changed while this call ran; call get_status and retry")
     w.event(kind, run=run_row["id"], stage_from=old, stage_to=new, **payload)
     run_row["stage"] = new
+
+
+def move_task(
+    w: Writer,
+    run: str,
+    task: str,
+    old: str,
+    new: str,
+    kind: str,
+    *,
+    also: dict[str, Any] | None = None,
+    expect: dict[str, Any] | None = None,
+    **payload: Any,
+) -> bool:
+    """Move a task from status ``old`` to ``new`` by compare-and-set and record event ``kind``.
+
+    ``also`` changes more columns in the same update, ``expect`` adds conditions. The event
+    carries ``from``/``to`` (what ``ledger verify`` checks the task table against). False, with
+    nothing written, when the task had already moved on.
+    """
+    changes = {"status": new, "updated_at": w.at, **(also or {})}
+    if not w.cas("tasks", {"run_id": run, "id": task}, {"status": old, **(expect or {})}, changes):
+        return False
+    w.event(kind, run=run, task=task, **payload, **{"from": old, "to": new})
+    return True
 
 
 def _check_open(run_row: dict[str, Any]) -> None:
@@ -139,7 +164,12 @@ def policy_at(git: GitRepo, sha: str) -> tuple[Policy, str]:
         note = " (the uncommitted .planegate/policy.toml is ignored: commit it)" if working.is_file() else ""
         return Policy(), f"defaults (no .planegate/policy.toml at {sha[:12]}){note}"
     text = committed.decode("utf-8", "replace")
-    policy = parse_policy(text, f"{POLICY_PATH} at {sha[:12]}")
+    try:
+        policy = parse_policy(text, str(POLICY_PATH))
+    except PolicyError as exc:
+        raise PolicyError(
+            f"{exc}\n(the file as committed at {sha[:12]}: fix it, commit, then start_run again)"
+        ) from exc
     dirty = working.is_file() and working.read_bytes() != committed
     return policy, f"{POLICY_PATH} at {sha[:12]}" + (" (uncommitted edits to it are ignored)" if dirty else "")
 
@@ -251,14 +281,7 @@ def freeze_requirements(
         else:
             w.event("requirements.amended", run=run, **payload)
         for task_id in stale:
-            if w.cas("tasks", {"run_id": run, "id": task_id}, {"status": "approved"}, {"status": "in_progress"}):
-                w.event(
-                    "task.approval_stale",
-                    run=run,
-                    task=task_id,
-                    reason="requirements amended",
-                    **{"from": "approved", "to": "in_progress"},
-                )
+            move_task(w, run, task_id, "approved", "in_progress", "task.approval_stale", reason="requirements amended")
     return FreezeResult(
         run=run,
         version=version,
