@@ -79,10 +79,6 @@ class Profile:
             raw = evaluate_bounded(page, SCAN_JS, {**self.js_args(), "names": wanted}, timeout)
         return {name: Match(**hit) if hit else None for name, hit in raw.items()}
 
-    def first_match(self, page: Page, name: str, timeout: float) -> str | None:
-        """The first candidate of ``name`` matching within ``timeout`` seconds, or ``None`` (drift)."""
-        return self.require(page, [name], timeout, step="", raise_missing=False).get(name)
-
     def require(
         self, page: Page, names: Iterable[str], grace: float, *, step: str, raise_missing: bool = True
     ) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from planegate.store import Writer
 
@@ -24,6 +23,7 @@ from .errors import InvalidInput, WrongState
 from .models import ACTIVE_STATUSES, ArtifactLine, EvidenceResult
 
 MAX_ARTIFACTS = 20
+MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
 
 
 def store_artifact(
@@ -72,6 +72,12 @@ def _artifact_sources(worktree: Path, paths: list[str]) -> list[Path]:
             )
         if not resolved.is_file():
             raise InvalidInput(f"artifact {given!r} is not a file in the worktree; check the path")
+        size = resolved.stat().st_size
+        if size > MAX_ARTIFACT_BYTES:
+            raise InvalidInput(
+                f"artifact {given!r} is {size} bytes; attach at most {MAX_ARTIFACT_BYTES // (1024 * 1024)} MiB "
+                "(an excerpt of a log is enough)"
+            )
         sources.append(resolved)
     return sources
 
@@ -198,18 +204,4 @@ def record_evidence(
         counted=False,
         next_step=f"reported evidence is shown, never counted; run_checks(run={run!r}, task={task!r}) "
         "makes evidence the gates count",
-    )
-
-
-def evidence_rows(reader: Any, run: str, task: str | None, limit: int = 50) -> list[dict[str, Any]]:
-    if task is None:
-        return list(
-            reader.rows(
-                "SELECT * FROM evidence WHERE run_id = ? AND task_id IS NULL ORDER BY id DESC LIMIT ?", (run, limit)
-            )
-        )
-    return list(
-        reader.rows(
-            "SELECT * FROM evidence WHERE run_id = ? AND task_id = ? ORDER BY id DESC LIMIT ?", (run, task, limit)
-        )
     )

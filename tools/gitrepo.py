@@ -13,6 +13,7 @@ default ``planegate <planegate@localhost>`` on a machine that has none.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -53,10 +54,6 @@ class DiffFacts:
     def paths(self) -> list[str]:
         return [f.path for f in self.files]
 
-    @property
-    def changed_lines(self) -> int:
-        return sum(f.added + f.deleted for f in self.files)
-
 
 @dataclass(frozen=True)
 class MergeResult:
@@ -65,6 +62,7 @@ class MergeResult:
     conflicts: list[str] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1)
 def _git_version() -> tuple[int, ...]:
     from git import Git
 
@@ -90,6 +88,8 @@ class GitRepo:
         if self.repo.bare:
             raise InvalidInput(f"repo {str(path)!r} is a bare repository; pass a repository with a working tree")
         self.root = Path(self.repo.working_tree_dir or target).resolve()
+        # git merge-tree --write-tree (2.38+) merges without a worktree; older git uses a scratch one.
+        self.merge_in_memory = _git_version() >= (2, 38)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -184,10 +184,6 @@ class GitRepo:
     def prune_worktrees(self) -> None:
         self.git("worktree", "prune")
 
-    def worktree_paths(self) -> set[Path]:
-        out = self.git("worktree", "list", "--porcelain")
-        return {Path(line[len("worktree ") :]).resolve() for line in out.splitlines() if line.startswith("worktree ")}
-
     def exclude(self, pattern: str) -> None:
         """Keep ``pattern`` out of every worktree's ``git status``/``add`` (shared info/exclude)."""
         exclude = self.common_dir() / "info" / "exclude"
@@ -249,7 +245,7 @@ class GitRepo:
         target = self.branch_sha(target_branch)
         if target is None:
             raise GitError(f"branch {target_branch!r} is missing in {self.root}; was it deleted by hand?")
-        if _git_version() >= (2, 38):
+        if self.merge_in_memory:
             status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
             if status not in (0, 1):
                 raise GitError(f"git merge-tree failed in {self.root}: {err.strip()[:600]}")
@@ -288,7 +284,7 @@ class GitRepo:
 
     def merge_check(self, target: str, source: str) -> MergeResult:
         """Would ``source`` merge cleanly onto ``target``? Nothing is written."""
-        if _git_version() >= (2, 38):
+        if self.merge_in_memory:
             status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
             if status == 0:
                 return MergeResult(True)

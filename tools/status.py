@@ -7,7 +7,6 @@ events table.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .env import Env
@@ -115,7 +114,3 @@ def get_status(env: Env, run: str | None = None) -> StatusResult:
         NotFound: an unknown run.
     """
     return list_runs(env) if run is None else run_status(env, run)
-
-
-def task_json(row: dict[str, Any], key: str) -> Any:
-    return json.loads(row[key])
