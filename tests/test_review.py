@@ -27,6 +27,7 @@ from planegate.tools.release import accept_run
 from planegate.tools.review import request_review, review_result
 from planegate.tools.review_parse import BEGIN, END, ReplyProblem, parse_reply
 from planegate.tools.runs import freeze_requirements
+from planegate.tools.status import get_status
 from tests.execution import MUL, MUL_TEST, Requirement, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import call, commit_all, git, planegate_in_terminal, refused
 
@@ -247,6 +248,7 @@ def release_ready(env: Env, tmp_path: Path) -> str:
     )
     with pytest.raises(WrongState, match="integration head"):
         request_review(env, run, release=True)
+    assert get_status(env, run).next_action.startswith("checks: required checks without passing direct evidence")
     start_checks(env, run, None)
     drain(env)
     review(env, run, None, release=True)
@@ -256,6 +258,7 @@ def release_ready(env: Env, tmp_path: Path) -> str:
 def test_a_run_is_accepted_only_after_the_human_approves_with_planegate_approve(tmp_path: Path, env: Env) -> None:
     run = release_ready(env, tmp_path)
     assert env.run_row(run)["stage"] == "release_review"
+    assert "human_approval: no human approval" in get_status(env, run).next_action
     with pytest.raises(GatesUnmet) as waiting:
         accept_run(env, run)
     assert [g.gate for g in waiting.value.unmet] == ["human_approval"]

@@ -54,7 +54,7 @@ def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> 
                     )
                     for e in facts.evidence[:EVIDENCE_SHOWN]
                 ],
-                gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason) for g in gates],
+                gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates],
             )
         )
     return tasks, total
@@ -129,26 +129,19 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
             first = unmet[0]
             if first.gate == "merge" and "changes nothing" in first.reason:
                 return f"work on task {active.task!r} in {active.worktree} and commit"
-            return (
-                f"task {active.task!r}: {first.gate}: {first.reason} Next: {_gate_next(run, active.task, first.gate)}"
-            )
+            return f"task {active.task!r}: {first.gate}: {first.reason} Next: {first.next_step}"
     if by_status.get("in_review"):
         return f"get_status({run!r}) again shortly: task {by_status['in_review'][0]!r} is being reviewed"
     total = sum(counts.values())
     done = counts.get("accepted", 0) + counts.get("cancelled", 0)
     if total and done == total:
-        if stage == "release_review":
-            return f"accept_run(run={run!r}) once the release review approves"
-        return f"request_review(run={run!r}, release=True)"
+        from .release import evaluate_run
+
+        _, gates = evaluate_run(env, run)
+        unmet_run = next((g for g in gates if not g.ok), None)
+        if unmet_run is None:
+            return f"accept_run(run={run!r})"
+        return f"{unmet_run.gate}: {unmet_run.reason} Next: {unmet_run.next_step}"
     if status.blocked:
         return f"tasks are blocked: {status.blocked[0].task} is {status.blocked[0].reason}"
     return f"get_status({run!r})"
-
-
-def _gate_next(run: str, task: str, gate: str) -> str:
-    subject = f"run={run!r}, task={task!r}"
-    if gate in ("checks", "red_green"):
-        return f"run_checks({subject})"
-    if gate == "review":
-        return f"request_review({subject})"
-    return f"fix it in the worktree, commit, then run_checks({subject})"

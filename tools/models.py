@@ -132,6 +132,7 @@ class GateLine(BaseModel):
     gate: str
     ok: bool
     reason: str
+    next_step: str = ""
 
 
 class ActiveTask(BaseModel):

@@ -102,7 +102,7 @@ def accept_run(env: Env, run: str) -> AcceptRunResult:
         stage="accepted",
         integration_sha=facts.integration_head or "",
         integration_branch=run_row["integration_branch"],
-        gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason) for g in gates],
+        gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates],
         report=str(files.markdown),
         report_html=str(files.html),
         next_step=f"open a pull request from {run_row['integration_branch']} with {files.markdown} as its body",
