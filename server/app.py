@@ -9,6 +9,7 @@ bridge are loaded.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -104,12 +105,17 @@ class EnvHolder:
     async def run_worker(self, delay_s: float) -> None:
         """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast)."""
         await anyio.sleep(delay_s)
+        from planegate.store import StoreBusy
+        from planegate.tools.errors import PlanegateError
         from planegate.tools.jobs import Worker
         from planegate.tools.reconcile import reconcile
 
         env = await anyio.to_thread.run_sync(self.get)
         worker_env = env.as_actor("planegate:worker")
-        await anyio.to_thread.run_sync(reconcile, worker_env)
+        try:
+            await anyio.to_thread.run_sync(reconcile, worker_env)
+        except (PlanegateError, StoreBusy) as exc:  # the server must come up even if one repository is gone
+            logging.getLogger("planegate").warning("start-up reconciliation incomplete: %s", exc)
         self.worker = Worker(worker_env)
         await self.worker.run()
 

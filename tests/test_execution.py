@@ -405,3 +405,17 @@ def test_the_run_keeps_the_policy_it_started_with(tmp_path: Path, env: Env) -> N
     run = planned_run(env, repo)
     (repo / ".planegate" / "policy.toml").write_text("max_parallel = 50\nrequire_review = false\n")
     assert env.policy(env.run_row(run)).max_parallel == 2
+
+
+def test_reconcile_survives_a_run_whose_repository_was_deleted(tmp_path: Path, env: Env) -> None:
+    import shutil
+
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    (env.settings.worktrees / run / "stray").mkdir()
+    shutil.rmtree(repo)
+    shutil.rmtree(worktree)
+    report = reconcile(env)
+    assert report.missing_worktrees == [f"{run}/calc: {worktree}"]
+    assert report.kept_orphans == [str(env.settings.worktrees / run / "stray")]  # its repository is gone

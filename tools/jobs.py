@@ -307,8 +307,8 @@ class Worker:
                 if running < self.env.settings.worker_concurrency:
                     try:
                         job = await anyio.to_thread.run_sync(claim, self.env, self.name, self.lease_s)
-                    except Busy as exc:
-                        log.warning("worker %s: %s", self.name, exc)
+                    except Exception as exc:  # noqa: BLE001 - the loop outlives one failed claim; it retries at the next poll
+                        log.warning("worker %s could not claim a job: %s", self.name, exc)
                 if job is not None:
                     running += 1
                     group.start_soon(one, job)

@@ -67,7 +67,7 @@ def reconcile(env: Env) -> ReconcileReport:
             else:
                 shutil.rmtree(path)
             report.removed_orphans.append(str(path))
-        except (GitError, OSError):
+        except (GitError, InvalidInput, OSError):  # InvalidInput: the run's repository is gone
             report.kept_orphans.append(str(path))
     for row in rows:
         if row["status"] in ACTIVE_STATUSES and not Path(row["worktree"]).is_dir():
@@ -117,7 +117,7 @@ def _sweep_scratch(env: Env) -> int:
         if run_row is not None:
             try:
                 env.repo(run_row["repo"]).remove_worktree(path, force=True)
-            except GitError:
+            except (GitError, InvalidInput):
                 shutil.rmtree(path, ignore_errors=True)
         else:
             shutil.rmtree(path, ignore_errors=True)
