@@ -297,6 +297,8 @@ class Worker:
             nonlocal running
             try:
                 await anyio.to_thread.run_sync(run_job, self.env, job, self.name, self.lease_s, limiter=limiter)
+            except Exception:  # recording the outcome failed: the lease expires and another worker retries
+                log.exception("worker %s lost track of job %s", self.name, job["id"])
             finally:
                 running -= 1
                 self._wake.set()
