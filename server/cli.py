@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -278,12 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"planegate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, helptext: str, fn: Command) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=helptext, description=helptext)
+    def add(
+        under: Any, name: str, helptext: str, fn: Command, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = under.add_parser(name, help=helptext, description=description or helptext)
         sub.set_defaults(fn=fn)
         return sub
 
-    serve = add("serve", "Run the MCP server (stdio by default, or streamable HTTP).", cmd_serve)
+    def group(name: str, helptext: str) -> Any:
+        parent = commands.add_parser(name, help=helptext, description=helptext)
+        return parent.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+    serve = add(commands, "serve", "Run the MCP server (stdio by default, or streamable HTTP).", cmd_serve)
     serve.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or http")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
@@ -291,76 +298,82 @@ def build_parser() -> argparse.ArgumentParser:
         "--allowed-host", action="append", metavar="HOST", help="another Host header to accept (repeatable)"
     )
 
-    status = add("status", "Show the runs, or one run's tasks, blockers and next action.", cmd_status)
+    status = add(commands, "status", "Show the runs, or one run's tasks, blockers and next action.", cmd_status)
     status.add_argument("run", nargs="?", help="run id (omit to list runs)")
 
-    ledger = commands.add_parser("ledger", help="Inspect the ledger.", description="Inspect the ledger.")
-    ledger_commands = ledger.add_subparsers(dest="ledger_command", metavar="COMMAND", required=True)
-    verify = ledger_commands.add_parser(
+    add(
+        group("ledger", "Inspect the ledger."),
         "verify",
-        help="Recompute the event hash chain, re-hash artifacts, and check state against the events.",
-        description="Recompute the event hash chain, re-hash artifacts, and check state against the events. "
+        "Recompute the event hash chain, re-hash artifacts, and check state against the events.",
+        cmd_ledger_verify,
+        "Recompute the event hash chain, re-hash artifacts, and check state against the events. "
         "Exits 1 and names the first broken event when anything was edited outside planegate.",
     )
-    verify.set_defaults(fn=cmd_ledger_verify)
 
-    worker = add("worker", "Run a job worker (executors, checks, reviews) without an MCP session.", cmd_worker)
+    worker = add(
+        commands, "worker", "Run a job worker (executors, checks, reviews) without an MCP session.", cmd_worker
+    )
     worker.add_argument("--exit-when-idle", action="store_true", help="stop once no job is queued or running")
 
-    init = add("init", "Write a commented .planegate/policy.toml for a repository.", cmd_init)
+    init = add(commands, "init", "Write a commented .planegate/policy.toml for a repository.", cmd_init)
     init.add_argument("repo", nargs="?", default=".", help="the repository (default: the current directory)")
     init.add_argument("--force", action="store_true", help="overwrite an existing policy file")
 
-    back = add("rollback", "Reset a run's integration branch to a checkpoint (a human command).", cmd_rollback)
+    back = add(
+        commands, "rollback", "Reset a run's integration branch to a checkpoint (a human command).", cmd_rollback
+    )
     back.add_argument("run", help="run id")
     back.add_argument("--to", required=True, metavar="cp-N", help="the checkpoint to return to, e.g. cp-2")
 
     approve = add(
-        "approve", "Approve a run as a human, typed at your terminal (records your OS user and the time).", cmd_approve
+        commands,
+        "approve",
+        "Approve a run as a human, typed at your terminal (records your OS user and the time).",
+        cmd_approve,
     )
     approve.add_argument("run", help="run id")
 
-    report = add("report", "Write a run's report (markdown, HTML, graph picture) for a pull request.", cmd_report)
+    report = add(
+        commands, "report", "Write a run's report (markdown, HTML, graph picture) for a pull request.", cmd_report
+    )
     report.add_argument("run", help="run id")
     report.add_argument("--out", help="directory to write to (default: PLANEGATE_HOME/artifacts/<run>/report)")
 
-    review = commands.add_parser("review", help="Answer manual reviews.", description="Answer manual reviews.")
-    review_commands = review.add_subparsers(dest="review_command", metavar="COMMAND", required=True)
-    submit = review_commands.add_parser(
+    submit = add(
+        group("review", "Answer manual reviews."),
         "submit",
-        help="Submit the answer to a manual review (validated like any reviewer's reply).",
-        description="Submit the answer to a manual review; it must contain the JSON block the review prompt asks "
+        "Submit the answer to a manual review (validated like any reviewer's reply).",
+        cmd_review_submit,
+        "Submit the answer to a manual review; it must contain the JSON block the review prompt asks "
         "for (see the review_task prompt), with the review's nonce as review_id.",
     )
     submit.add_argument("review", help="review id (rv-…)")
     submit.add_argument("--file", required=True, help="the answer file")
-    submit.set_defaults(fn=cmd_review_submit)
 
-    browser = commands.add_parser(
-        "browser", help="The browser used for ChatGPT reviews.", description="The browser used for ChatGPT reviews."
-    )
-    browser_commands = browser.add_subparsers(dest="browser_command", metavar="COMMAND", required=True)
-    launch = browser_commands.add_parser(
+    browser = group("browser", "The browser used for ChatGPT reviews.")
+    launch = add(
+        browser,
         "launch",
-        help="Start Chromium/Chrome with a persistent profile and remote debugging on 127.0.0.1.",
-        description="Start Chromium/Chrome (headful) with a profile under PLANEGATE_HOME/browser and DevTools on "
+        "Start Chromium/Chrome with a persistent profile and remote debugging on 127.0.0.1.",
+        cmd_browser_launch,
+        "Start Chromium/Chrome (headful) with a profile under PLANEGATE_HOME/browser and DevTools on "
         "127.0.0.1, so you log in to ChatGPT once and planegate can attach for reviews.",
     )
     launch.add_argument("--port", type=int, default=9222, help="DevTools port (default 9222)")
     launch.add_argument("--executable", help="browser binary (default: PLANEGATE_BROWSER, chromium, chrome)")
     launch.add_argument("--headless", action="store_true", help="no window (only useful for testing)")
-    launch.set_defaults(fn=cmd_browser_launch)
-    doctor = browser_commands.add_parser(
+    doctor = add(
+        browser,
         "doctor",
-        help="Check the browser: endpoint, version, login, challenge, banners, selector drift.",
-        description="Attach to the browser and report: endpoint reachable, browser version, logged in or not, "
+        "Check the browser: endpoint, version, login, challenge, banners, selector drift.",
+        cmd_browser_doctor,
+        "Attach to the browser and report: endpoint reachable, browser version, logged in or not, "
         "Cloudflare challenge, usage-cap banner, and each named selector matched or missing. Sends nothing.",
     )
     doctor.add_argument("--endpoint", action="append", help="DevTools URL to try (repeatable)")
     doctor.add_argument("--base-url", help="ChatGPT address (default https://chatgpt.com/)")
-    doctor.set_defaults(fn=cmd_browser_doctor)
 
-    demo = add("demo", "Run a whole change on a scratch repository and print what happened.", cmd_demo)
+    demo = add(commands, "demo", "Run a whole change on a scratch repository and print what happened.", cmd_demo)
     demo.add_argument("--keep", action="store_true", help="keep the scratch repository and state afterwards")
     return parser
 

@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 
 from planegate.tools.errors import PolicyError
-from planegate.tools.policy import Policy, detect_test_command, load_policy, parse_policy, policy_template
+from planegate.tools.policy import Policy, detect_test_command, parse_policy, policy_template
 
 
 def test_no_policy_file_means_the_documented_defaults(tmp_path: Path) -> None:
-    policy = load_policy(tmp_path)
+    from planegate.tools.gitrepo import GitRepo
+    from planegate.tools.runs import policy_at
+    from tests.helpers import git, make_repo
+
+    repo = make_repo(tmp_path / "r")
+    policy, source = policy_at(GitRepo(repo), git(repo, "rev-parse", "HEAD"))
+    assert source.startswith("defaults")
     assert (policy.max_files, policy.max_changed_lines, policy.max_parallel) == (25, 1200, 2)
     assert policy.require_review and policy.require_red_green and policy.require_architecture
     assert ".planegate/**" in policy.denied
@@ -48,7 +54,7 @@ def test_planegate_init_writes_a_valid_commented_policy_and_prints_registration(
     assert "codex mcp add planegate -- planegate serve" in done.stdout
     assert "claude mcp add planegate -- planegate serve" in done.stdout
     written = (tmp_path / ".planegate" / "policy.toml").read_text()
-    assert written.count("#") > 20 and load_policy(tmp_path).checks["test"] == ["python", "-m", "pytest", "-q"]
+    assert written.count("#") > 20 and parse_policy(written).checks["test"] == ["python", "-m", "pytest", "-q"]
     again = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "--force" in again.stderr
 

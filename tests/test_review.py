@@ -236,6 +236,8 @@ def release_ready(env: Env, tmp_path: Path) -> str:
     finish_calc(env, run)
     review(env, run)
     accept_task(env, run, "calc")
+    with pytest.raises(WrongState, match=r"not ready for the release review: open: text \(ready\), docs \(ready\)"):
+        request_review(env, run, release=True)
     cancel_task(env, run, "docs", "folded into calc")
     cancel_task(env, run, "text", "out of scope")
     with pytest.raises(GatesUnmet, match="R2"):

@@ -20,11 +20,7 @@ ENVELOPE_NAME = ".planegate-task.md"
 def _owning_modules(scope: list[str], architecture: dict[str, Any] | None) -> list[dict[str, Any]]:
     if architecture is None:
         return []
-    return [
-        m
-        for m in architecture["modules"]
-        if any(globs.glob_within(s, o) or globs.glob_overlap(s, o) for s in scope for o in m["owns"])
-    ]
+    return [m for m in architecture["modules"] if any(globs.glob_overlap(s, o) for s in scope for o in m["owns"])]
 
 
 def render_envelope(env: Env, run: str, task: str) -> str:

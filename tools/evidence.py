@@ -156,9 +156,9 @@ def record_evidence(
     if row["status"] not in ACTIVE_STATUSES or not row["worktree"]:
         raise WrongState(f"task {task!r} is {row['status']}; evidence is recorded for dispatched tasks only")
     sources = _artifact_sources(Path(row["worktree"]), artifacts or [])
-    repo = env.repo(env.run_row(run)["repo"])
-    head_sha = repo.branch_sha(row["branch"])
-    policy = env.policy(env.run_row(run))
+    run_row = env.run_row(run)
+    head_sha = env.repo(run_row["repo"]).branch_sha(row["branch"])
+    policy = env.policy(run_row)
     with env.write() as w:
         evidence_id = w.insert(
             "evidence",

@@ -190,14 +190,6 @@ def parse_policy(text: str, source: str = str(POLICY_PATH)) -> Policy:
         raise PolicyError("policy refused, nothing was changed:\n" + "\n".join(problems)) from exc
 
 
-def load_policy(repo: Path) -> Policy:
-    """The repository's policy, or the defaults when it has none."""
-    path = repo / POLICY_PATH
-    if not path.is_file():
-        return Policy()
-    return parse_policy(path.read_text(encoding="utf-8"), str(path))
-
-
 def detect_test_command(repo: Path) -> list[str] | None:
     """The obvious test command for the repository, if there is one."""
     if (repo / "package.json").is_file():

@@ -129,23 +129,15 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
     repo = env.repo(run_row["repo"])
     identity = reviewer_identity(policy)
     if release:
+        from .release import evaluate_run
+
         task = None
-        open_tasks = env.store.rows(
-            "SELECT id, status FROM tasks WHERE run_id = ? AND status NOT IN ('accepted', 'cancelled') LIMIT 10", (run,)
-        )
-        if open_tasks:
-            names = ", ".join(f"{t['id']} ({t['status']})" for t in open_tasks)
-            raise WrongState(
-                f"run {run!r} still has open tasks ({names}); accept or cancel them before the release review"
-            )
-        base, head = run_row["base_sha"], repo.branch_sha(run_row["integration_branch"])
+        facts_run, run_gates = evaluate_run(env, run)
+        for gate in run_gates:
+            if gate.gate in ("tasks", "checks") and not gate.ok:
+                raise WrongState(f"not ready for the release review: {gate.reason} Next: {gate.next_step}")
+        base, head = run_row["base_sha"], facts_run.integration_head
         assert head is not None
-        missing = _unverified_checks(env, run, None, head)
-        if missing:
-            raise WrongState(
-                f"required checks {', '.join(missing)} have no passing direct evidence on the integration head "
-                f"{head[:12]}; call run_checks(run={run!r}) first"
-            )
         subject = f"the whole change of run {run!r} ({run_row['goal']})"
         envelope = f"# Release of run {run}\n\nGoal: {run_row['goal']}\n"
         served = None
@@ -241,20 +233,6 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
 
             set_stage(w, run_row, "release_review", "run.release_review", review=review_id)
     return review_request_result(env, review_id)
-
-
-def _unverified_checks(env: Env, run: str, task: str | None, head: str) -> list[str]:
-    policy = env.policy(env.run_row(run))
-    missing = []
-    for name in policy.required:
-        row = env.store.one(
-            "SELECT exit_code FROM evidence WHERE run_id = ? AND task_id IS ? AND kind = ? AND label = 'direct'"
-            " AND head_sha = ? ORDER BY id DESC LIMIT 1",
-            (run, task, name, head),
-        )
-        if row is None or row["exit_code"] != 0:
-            missing.append(name)
-    return missing
 
 
 def review_row(env: Env, review: str) -> dict[str, Any]:
@@ -475,13 +453,9 @@ def submit_review(env: Env, review: str, text: str) -> ReviewResult:
 def review_result(env: Env, review: str) -> ReviewResult:
     row = review_row(env, review)
     run, task = row["run_id"], row["task_id"]
-    current_head = None
-    if task is not None:
-        task_row = env.task_row(run, task)
-        current_head = env.repo(env.run_row(run)["repo"]).branch_sha(task_row["branch"]) if task_row["branch"] else None
-    else:
-        run_row = env.run_row(run)
-        current_head = env.repo(run_row["repo"]).branch_sha(run_row["integration_branch"])
+    run_row = env.run_row(run)
+    branch = run_row["integration_branch"] if task is None else env.task_row(run, task)["branch"]
+    current_head = env.repo(run_row["repo"]).branch_sha(branch) if branch else None
     findings = [
         FindingLine(severity=f["severity"], title=f["title"], file=f["file"], line=f["line"], detail=f["detail"] or "")
         for f in env.store.rows("SELECT * FROM findings WHERE review_id = ? ORDER BY idx", (review,))

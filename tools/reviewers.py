@@ -50,9 +50,8 @@ def reviewer_identity(policy: Policy) -> str:
 
 class CommandReviewer:
     def __init__(self, policy: Policy, logs: Path, on_tick: Callable[[float], None] | None = None) -> None:
-        assert policy.review.command
-        self.argv = list(policy.review.command)
-        self.identity = reviewer_identity(policy)
+        self.identity = reviewer_identity(policy)  # refuses a missing [review] command
+        self.argv = list(policy.review.command or ())
         self.timeout_s = policy.review.timeout_s
         self.env = scrubbed_env([*DEFAULT_ENV_ALLOW, *policy.review.env_allow])
         self.logs = logs
@@ -123,7 +122,6 @@ def make_reviewer(
 ) -> Reviewer:
     kind = policy.review.reviewer
     if kind == "command":
-        reviewer_identity(policy)
         return CommandReviewer(policy, logs, on_tick)
     if kind == "chatgpt":
         return ChatGPTReviewer(policy, settings)
