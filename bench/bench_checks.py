@@ -37,7 +37,8 @@ from _workload import open_env
 from mcp import Client
 
 from planegate.server.app import build_server
-from planegate.tools.checks import check_env, checks_result, start_checks
+from planegate.tools.checkrun import check_env
+from planegate.tools.checks import checks_result, start_checks
 from planegate.tools.config import Settings
 from planegate.tools.dispatch import dispatch_task
 from planegate.tools.env import Env

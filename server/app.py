@@ -369,8 +369,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_human)],
     ) -> AcceptRunResult:
         """Check the run gates; when only human approval is missing, ask the user in the client. Writes the report."""
+        from planegate.tools.acceptance import accept_run as accept
         from planegate.tools.config import os_user
-        from planegate.tools.release import accept_run as accept
         from planegate.tools.release import approve
 
         if isinstance(human, AcceptedElicitation) and human.data is not None:

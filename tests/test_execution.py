@@ -15,8 +15,9 @@ from planegate.tools.accept import accept_task
 from planegate.tools.checks import checks_result, start_checks
 from planegate.tools.dispatch import cancel_task, dispatch_task
 from planegate.tools.env import Env
-from planegate.tools.errors import Conflict, GatesUnmet, InvalidInput, NotFound, WrongState
+from planegate.tools.errors import Conflict, InvalidInput, NotFound, WrongState
 from planegate.tools.evidence import record_evidence
+from planegate.tools.gates import GatesUnmet
 from planegate.tools.models import TaskSpec
 from planegate.tools.reconcile import reconcile
 from planegate.tools.status import get_status

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from planegate.tools.artifacts import file_artifact, sha256_file
 from planegate.tools.errors import ExecutionError, InvalidInput, NotFound
 from planegate.tools.procs import (
     DEFAULT_ENV_ALLOW,
     ProcessResult,
-    file_artifact,
     resolve_argv0,
     run_process,
     scrubbed_env,
-    sha256_file,
 )
 
 

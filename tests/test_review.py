@@ -18,12 +18,13 @@ from mcp_types import ElicitResult
 from planegate.server.app import build_server
 from planegate.store import verify_ledger
 from planegate.tools.accept import accept_task
+from planegate.tools.acceptance import accept_run
 from planegate.tools.checks import start_checks
 from planegate.tools.config import Settings
 from planegate.tools.dispatch import cancel_task, dispatch_task
 from planegate.tools.env import Env
-from planegate.tools.errors import GatesUnmet, InvalidInput, WrongState
-from planegate.tools.release import accept_run
+from planegate.tools.errors import InvalidInput, WrongState
+from planegate.tools.gates import GatesUnmet
 from planegate.tools.review import request_review, review_result
 from planegate.tools.review_parse import BEGIN, END, ReplyProblem, parse_reply
 from planegate.tools.runs import freeze_requirements

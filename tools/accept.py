@@ -22,14 +22,14 @@ from typing import Any
 
 from planegate.store import Writer, placeholders
 
-from .dispatch import settle_status
 from .env import Env
-from .errors import Conflict, GatesUnmet, GitError, InvalidInput, NotFound, WrongState
+from .errors import Conflict, GitError, InvalidInput, NotFound, WrongState
 from .facts import evaluate_task
-from .gates import conflict_gate
+from .gates import GatesUnmet, conflict_gate
 from .gitrepo import GitRepo, trailers
 from .models import ACTIVE_STATUSES, AcceptResult, RollbackResult
-from .runs import move_task
+from .runs import move_task, set_stage
+from .tasks import settle_status
 
 
 def unlock_dependents(w: Writer, run: str, task: str) -> list[str]:
@@ -271,8 +271,6 @@ def rollback(env: Env, run: str, to: str) -> RollbackResult:
             by=w.actor,
         )
         if run_row["stage"] == "release_review":
-            from .runs import set_stage
-
             set_stage(w, run_row, "executing", "run.reopened", reason=f"rolled back to cp-{n}")
     return RollbackResult(
         run=run, checkpoint=f"cp-{n}", integration_sha=target["sha"], reverted=reverted, statuses=statuses

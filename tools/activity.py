@@ -13,6 +13,7 @@ from planegate.store import now_iso, placeholders
 from .env import Env
 from .facts import evaluate_task
 from .models import ACTIVE_STATUSES, ActiveTask, EvidenceLine, GateLine, RunStatus
+from .release import evaluate_run
 
 EVIDENCE_SHOWN = 8
 
@@ -135,8 +136,6 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
     total = sum(counts.values())
     done = counts.get("accepted", 0) + counts.get("cancelled", 0)
     if total and done == total:
-        from .release import evaluate_run
-
         _, gates = evaluate_run(env, run)
         unmet_run = next((g for g in gates if not g.ok), None)
         if unmet_run is None:

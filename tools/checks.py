@@ -14,27 +14,22 @@ longer describes one commit: it is recorded as ``proxy`` evidence, which no gate
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from planegate.store import placeholders
 
+from .checkrun import record_check, remove_scratch, run_check, scratch_worktree, summarize, unchanged
 from .env import Env
 from .errors import InvalidInput, NotFound, WrongState
-from .evidence import check_claims, store_artifact
 from .gitrepo import GitRepo
+from .globs import matches_any
 from .jobs import JobContext, enqueue, job_row
 from .models import ACTIVE_STATUSES, CheckLine, ChecksResult
 from .policy import Policy
-from .procs import DEFAULT_ENV_ALLOW, ProcessResult, run_process, scrubbed_env
-
-
-def check_env(policy: Policy, run: str, task: str | None) -> dict[str, str]:
-    extra = {"PYTHONDONTWRITEBYTECODE": "1", "PLANEGATE_RUN": run}
-    if task:
-        extra["PLANEGATE_TASK"] = task
-    return scrubbed_env([*DEFAULT_ENV_ALLOW, *policy.executor.env_allow], extra=extra)
+from .procs import ProcessResult
+from .redgreen import prove_red_green
+from .tasks import renew_lease, settle_status
 
 
 def _select_checks(policy: Policy, checks: list[str] | None) -> list[str]:
@@ -49,8 +44,6 @@ def _select_checks(policy: Policy, checks: list[str] | None) -> list[str]:
 
 def needs_red_green(policy: Policy, paths: list[str]) -> list[str]:
     """The runtime (non-test) paths a change touches, when the policy asks for red→green."""
-    from .globs import matches_any
-
     if not policy.require_red_green:
         return []
     return [p for p in paths if matches_any(p, policy.runtime_paths) and not matches_any(p, policy.test_paths)]
@@ -72,8 +65,6 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
         head = repo.branch_sha(run_row["integration_branch"])
         red_green = False
     else:
-        from .dispatch import settle_status
-
         row = settle_status(env, run, task)
         if row["status"] not in ACTIVE_STATUSES or not row["worktree"]:
             raise WrongState(f"task {task!r} is {row['status']}; dispatch_task it before running its checks")
@@ -107,8 +98,6 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
             max_attempts=3,
         )
         if task is not None:
-            from .dispatch import renew_lease
-
             renew_lease(w, env, run, task, env.task_row(run, task), policy)
     return job
 
@@ -165,83 +154,6 @@ def checks_result(env: Env, job_id: int) -> ChecksResult:
     )
 
 
-def _unchanged(worktree: GitRepo, head: str) -> bool:
-    return worktree.rev("HEAD") == head and not worktree.dirty_paths()
-
-
-def _summary(name: str, result: ProcessResult) -> str:
-    if result.timed_out:
-        verdict = f"timed out after {result.duration_s:.0f} s"
-    else:
-        verdict = "passed" if result.exit_code == 0 else f"failed (exit {result.exit_code})"
-    tail = result.tail(1500).strip()
-    return f"{name}: {verdict} in {result.duration_s:.1f} s" + (f"\n{tail}" if tail and result.exit_code else "")
-
-
-def record_check(
-    ctx: JobContext,
-    *,
-    kind: str,
-    label: str,
-    result: ProcessResult,
-    head: str,
-    diff_sha: str | None,
-    summary: str | None = None,
-    extra_logs: list[Path] | None = None,
-) -> int:
-    env, run, task = ctx.env, ctx.run, ctx.task
-    with env.write(actor=f"worker:{ctx.worker}") as w:
-        evidence_id = w.insert(
-            "evidence",
-            {
-                "run_id": run,
-                "task_id": task,
-                "kind": kind,
-                "label": label,
-                "summary": (summary or _summary(kind, result))[:4000],
-                "command": " ".join(result.argv),
-                "exit_code": -1 if result.timed_out else result.exit_code,
-                "duration_ms": int(result.duration_s * 1000),
-                "head_sha": head,
-                "diff_sha256": diff_sha,
-                "job_id": ctx.job["id"],
-                "created_at": w.at,
-            },
-        )
-        logs = [result.stdout_path, result.stderr_path, *(extra_logs or [])]
-        artifacts = [
-            store_artifact(w, env, run=run, task=task, owner=f"evidence:{evidence_id}", source=p) for p in logs
-        ]
-        w.event(
-            "evidence.recorded",
-            run=run,
-            task=task,
-            evidence=evidence_id,
-            kind=kind,
-            label=label,
-            exit_code=result.exit_code,
-            head_sha=head,
-            diff_sha256=diff_sha,
-            job=ctx.job["id"],
-            artifacts={a.name: a.sha256 for a in artifacts},
-        )
-        if task is not None:
-            check_claims(w, run, task, kind, head)
-    return evidence_id
-
-
-def run_check(ctx: JobContext, policy: Policy, name: str, cwd: Path, logs: Path) -> ProcessResult:
-    return run_process(
-        policy.checks[name],
-        cwd=cwd,
-        timeout_s=policy.check_timeout_s,
-        env=check_env(policy, ctx.run, ctx.task),
-        stdout_path=logs / f"{name}.stdout.log",
-        stderr_path=logs / f"{name}.stderr.log",
-        on_tick=lambda elapsed: ctx.heartbeat(f"check {name}: running for {elapsed:.0f} s"),
-    )
-
-
 def run_checks_job(ctx: JobContext) -> dict[str, Any]:
     """The ``checks`` job: run each check, record direct evidence, then red→green if asked."""
     env = ctx.env
@@ -266,12 +178,12 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
         ctx.heartbeat(f"check {name}: starting")
         result = run_check(ctx, policy, name, Path(row["worktree"]), logs)
         results[name] = result
-        stable = _unchanged(worktree, head)
+        stable = unchanged(worktree, head)
         summary = (
             None
             if stable
             else (
-                _summary(name, result) + "\nthe worktree changed while this check ran (a commit or an uncommitted "
+                summarize(name, result) + "\nthe worktree changed while this check ran (a commit or an uncommitted "
                 "edit), so the result describes no single commit; run_checks again on a clean commit"
             )
         )
@@ -287,8 +199,6 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
             )
         )
     if ctx.payload.get("red_green"):
-        from .redgreen import prove_red_green
-
         evidence.append(prove_red_green(ctx, policy, repo, row, diff, results.get(policy.test_check)))
     return {"evidence": evidence}
 
@@ -309,22 +219,3 @@ def _integration_checks(ctx: JobContext, policy: Policy, repo: GitRepo, head: st
         ]
     finally:
         remove_scratch(repo, scratch)
-
-
-def scratch_worktree(ctx: JobContext, repo: GitRepo, sha: str, label: str) -> Path:
-    path = ctx.env.settings.home / "scratch" / ctx.run / f"{ctx.task or '_run'}-job{ctx.job['id']}-{label}"
-    if path.exists():
-        remove_scratch(repo, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    repo.git("worktree", "add", "--quiet", "--detach", "--", str(path), sha)
-    return path
-
-
-def remove_scratch(repo: GitRepo, path: Path) -> None:
-    from .errors import GitError
-
-    try:
-        repo.git("worktree", "remove", "--force", "--", str(path))
-    except GitError:
-        shutil.rmtree(path, ignore_errors=True)
-        repo.prune_worktrees()

@@ -24,10 +24,13 @@ from .env import Env
 from .envelope import ENVELOPE_NAME, render_envelope
 from .errors import Conflict, ExecutionError, GitError, InvalidInput, WrongState
 from .gitrepo import GitRepo
+from .jobs import cancel_jobs, enqueue
 from .models import ACTIVE_STATUSES, CancelResult, DispatchResult
 from .names import check_name
 from .policy import Policy
-from .runs import move_task
+from .procs import resolve_argv0
+from .runs import move_task, set_stage
+from .tasks import lease_holder
 
 EXECUTORS = ("agent", "command", "codex")
 
@@ -44,10 +47,6 @@ def worktree_path(env: Env, run: str, task: str) -> Path:
     return path
 
 
-def lease_holder(env: Env) -> str:
-    return f"{env.settings.actor}@{os.getpid()}"
-
-
 def _check_executor(executor: str, policy: Policy) -> None:
     if executor not in EXECUTORS:
         raise InvalidInput(f"executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
@@ -57,8 +56,6 @@ def _check_executor(executor: str, policy: Policy) -> None:
             "use executor='agent' to work in the worktree yourself"
         )
     if executor == "codex":
-        from .procs import resolve_argv0
-
         try:
             resolve_argv0([policy.executor.codex], os.environ)
         except ExecutionError as exc:
@@ -173,8 +170,6 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         if not claimed:
             raise Conflict(f"task {task!r} changed while dispatching; call get_status({run!r})")
         if run_row["stage"] == "planned":
-            from .runs import set_stage
-
             set_stage(w, run_row, "executing", "run.executing")
     try:
         _make_worktree(repo, path, branch, base_sha)
@@ -197,8 +192,6 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     (path / ENVELOPE_NAME).write_text(envelope, encoding="utf-8")
     job = None
     if executor != "agent":
-        from .jobs import enqueue
-
         with env.write() as w:
             job = enqueue(w, run=run, task=task, kind="executor", payload={"executor": executor}, max_attempts=2)
     next_step = (
@@ -238,15 +231,6 @@ def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> Non
         repo.add_worktree(path, branch, base_sha)
 
 
-def renew_lease(w: Writer, env: Env, run: str, task: str, row: dict[str, Any], policy: Policy) -> None:
-    """Extend the caller's lease on a task it is working on (any activity counts)."""
-    if row["status"] in ACTIVE_STATUSES:
-        w.execute(
-            "UPDATE tasks SET lease_owner = ?, lease_expires = ? WHERE run_id = ? AND id = ?",
-            (lease_holder(env), now_iso(policy.lease_minutes * 60), run, task),
-        )
-
-
 def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
     """Cancel a task with a reason: release its lease, stop its jobs, keep its worktree.
 
@@ -255,8 +239,6 @@ def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
     """
     if not reason.strip():
         raise InvalidInput("reason is empty; say why the task is cancelled (it is recorded)")
-    from .jobs import cancel_jobs
-
     with env.write() as w:
         row = env.task_row(run, task)
         if row["status"] in ("accepted", "cancelled"):
@@ -287,29 +269,3 @@ def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
         next_step=f"get_status({run!r}); dependents of {task!r} stay blocked: cancel them too (with a reason) "
         "or finish the work in another run",
     )
-
-
-def settle_status(env: Env, run: str, task: str) -> dict[str, Any]:
-    """A task reviewed (or being reviewed) on an older commit is back in progress; its row after that."""
-    row = env.task_row(run, task)
-    if row["status"] not in ("approved", "in_review") or not row["branch"]:
-        return row
-    head = env.repo(env.run_row(run)["repo"]).branch_sha(row["branch"])
-    latest = env.store.one(
-        "SELECT head_sha FROM reviews WHERE run_id = ? AND task_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        (run, task),
-    )
-    if latest is None or latest["head_sha"] == head:
-        return row
-    with env.write() as w:
-        move_task(
-            w,
-            run,
-            task,
-            row["status"],
-            "in_progress",
-            "task.head_moved",
-            head_sha=head,
-            reviewed_sha=latest["head_sha"],
-        )
-    return env.task_row(run, task)

@@ -13,48 +13,18 @@ commit failed, a misalignment is recorded on the task (an event and a risk).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from planegate.store import Writer
 
+from .artifacts import store_artifact
 from .env import Env
 from .errors import InvalidInput, WrongState
-from .models import ACTIVE_STATUSES, ArtifactLine, EvidenceResult
+from .models import ACTIVE_STATUSES, EvidenceResult
+from .tasks import renew_lease
 
 MAX_ARTIFACTS = 20
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
-
-
-def store_artifact(
-    w: Writer, env: Env, *, run: str, task: str | None, owner: str, source: Path, name: str | None = None
-) -> ArtifactLine:
-    """Record a file already under ``PLANEGATE_HOME/artifacts`` (or copy it there) with its sha256."""
-    from .procs import file_artifact
-
-    root = env.settings.artifacts.resolve()
-    target = source.resolve()
-    if not target.is_relative_to(root):
-        folder = root / run / (task or "_run") / owner.replace(":", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        copy = folder / (name or source.name)
-        shutil.copyfile(source, copy)
-        target = copy
-    sha, size = file_artifact(target)
-    w.insert(
-        "artifacts",
-        {
-            "run_id": run,
-            "task_id": task,
-            "owner": owner,
-            "name": name or target.name,
-            "path": str(target),
-            "sha256": sha,
-            "bytes": size,
-            "created_at": w.at,
-        },
-    )
-    return ArtifactLine(name=name or target.name, path=str(target), sha256=sha, bytes=size)
 
 
 def _artifact_sources(worktree: Path, paths: list[str]) -> list[Path]:
@@ -190,8 +160,6 @@ def record_evidence(
             artifacts={a.name: a.sha256 for a in lines},
         )
         check_claims(w, run, task, kind, head_sha)
-        from .dispatch import renew_lease
-
         renew_lease(w, env, run, task, row, policy)
     return EvidenceResult(
         id=evidence_id,

@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from .artifacts import store_artifact
+from .codex import codex_exec_argv, parse_codex_events
 from .envelope import ENVELOPE_NAME
 from .errors import ExecutionError
-from .evidence import store_artifact
 from .gitrepo import GitRepo, trailers
 from .jobs import JobContext
 from .policy import Policy
@@ -52,8 +53,6 @@ class CodexExecutor:
     name = "codex"
 
     def argv(self, policy: Policy, worktree: Path, logs: Path, envelope: str) -> list[str]:
-        from .codex import codex_exec_argv
-
         return codex_exec_argv(
             codex=policy.executor.codex,
             worktree=worktree,
@@ -108,8 +107,6 @@ def run_executor_job(ctx: JobContext) -> dict[str, Any]:
     outputs = [p for p in (logs / stdout_name, logs / "stderr.log", logs / "last-message.md") if p.is_file()]
     summary: dict[str, Any] = {}
     if kind.name == "codex":
-        from .codex import parse_codex_events
-
         parsed = parse_codex_events(logs / stdout_name)
         summary = {"events": dict(parsed.event_counts), "errors": list(parsed.errors[:5])}
     with env.write(actor=f"worker:{ctx.worker}") as w:

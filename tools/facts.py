@@ -17,7 +17,7 @@ from .env import Env
 from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, command_identity, task_gates
 from .gitrepo import DiffFacts, GitRepo, MergeResult
 from .policy import Policy
-from .secrets import SecretFinding
+from .secrets import SecretFinding, scan_diff
 
 _CACHE_SIZE = 256
 _lock = threading.Lock()
@@ -39,8 +39,6 @@ def diff_and_secrets(repo: GitRepo, base: str, head: str) -> tuple[DiffFacts, li
         hit = _diffs.get(key)
     if hit is not None:
         return hit
-    from .secrets import scan_diff
-
     diff = repo.diff(base, head)
     value = (diff, scan_diff(diff.text))
     _remember(_diffs, key, value)

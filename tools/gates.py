@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from .errors import PlanegateError
 from .gitrepo import FileChange, MergeResult
 from .globs import matches_any
 from .policy import Policy
@@ -30,6 +31,16 @@ class GateResult:
     ok: bool
     reason: str
     next_step: str = ""
+
+
+class GatesUnmet(PlanegateError):
+    """Acceptance was refused; ``unmet`` lists every gate that does not hold."""
+
+    def __init__(self, subject: str, unmet: Sequence[GateResult]) -> None:
+        self.unmet = list(unmet)
+        lines = [f"{subject}: {len(self.unmet)} gate(s) unmet, nothing was merged or changed:"]
+        lines += [f"- {g.gate}: {g.reason} Next: {g.next_step}" for g in self.unmet]
+        super().__init__("\n".join(lines))
 
 
 @dataclass

@@ -34,15 +34,6 @@ class ValidGraph:
     content_sha256: str
 
 
-def scope_outside_modules(scope: list[str], modules: list[dict[str, Any]]) -> str | None:
-    """The first scope glob that no single module's ownership contains, or None."""
-    owned = [g for m in modules for g in m["owns"]]
-    for pattern in scope:
-        if not any(globs.glob_within(pattern, outer) for outer in owned):
-            return pattern
-    return None
-
-
 def _owned(pattern: str, owned: list[tuple[str, str]]) -> bool:
     """Is ``pattern`` inside one owned glob? Globs whose literal start differs are skipped unread."""
     start = globs.literal_prefix(pattern)

@@ -15,7 +15,6 @@ needs a cgroup or a container. The child sees only allow-listed environment vari
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -28,16 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .errors import ExecutionError, InvalidInput, NotFound
+from .errors import ExecutionError, InvalidInput
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
     "ProcessResult",
-    "file_artifact",
     "resolve_argv0",
     "run_process",
     "scrubbed_env",
-    "sha256_file",
 ]
 
 DEFAULT_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
@@ -46,7 +43,6 @@ _FIX_ARGV = "install it or change the argv in .planegate/policy.toml"
 _POLL_MAX_S = 0.05  # upper bound of the exit-poll interval: latency vs. wake-ups
 _KILL_WAIT_S = 5.0  # how long a SIGKILLed process may take to die before we give up on it
 _GROUP_GONE_WAIT_S = 2.0  # how long to wait for killed group members to actually exit
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -343,33 +339,3 @@ def _group_running(pgid: int) -> bool:
 
 
 # --- artifacts -------------------------------------------------------------------------------
-
-
-def file_artifact(path: Path) -> tuple[str, int]:
-    """``(sha256 hex, size in bytes)`` of a file, read in chunks.
-
-    Raises:
-        NotFound: the file does not exist.
-        InvalidInput: the path is a directory.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError as exc:
-        raise NotFound(f"artifact {str(path)!r} does not exist; record the path of a file that was written") from exc
-    except IsADirectoryError as exc:
-        raise InvalidInput(f"artifact {str(path)!r} is a directory; record a file inside it instead") from exc
-    return digest.hexdigest(), size
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 hex digest of a file, read in chunks.
-
-    Raises:
-        NotFound, InvalidInput: as ``file_artifact``.
-    """
-    return file_artifact(path)[0]

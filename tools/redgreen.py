@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checks import record_check, remove_scratch, run_check, scratch_worktree
+from .checkrun import record_check, remove_scratch, run_check, scratch_worktree
 from .gitrepo import DiffFacts, GitRepo
 from .globs import matches_any
 from .jobs import JobContext

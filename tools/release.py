@@ -9,12 +9,13 @@ a later merge needs a new approval.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from .env import Env
-from .errors import GatesUnmet, WrongState
+from .errors import WrongState
 from .facts import review_facts
-from .gates import GateResult, RunFacts, run_gates
-from .models import AcceptRunResult, ApprovalResult, GateLine
+from .gates import GateResult, GatesUnmet, RunFacts, run_gates
+from .models import ApprovalResult
 from .runs import current_requirements, set_stage
 
 
@@ -70,8 +71,11 @@ def approve(env: Env, run: str, by: str, via: str) -> ApprovalResult:
     return ApprovalResult(run=run, by=by, via=via, head_sha=facts.integration_head, open_tasks=open_tasks)
 
 
-def accept_run(env: Env, run: str) -> AcceptRunResult:
-    """Accept the run when every run gate holds; write the acceptance record and the report.
+def accept_run(env: Env, run: str) -> tuple[dict[str, Any], list[GateResult]]:
+    """Accept the run when every run gate holds: move it to ``accepted`` with its acceptance record.
+
+    Returns the run's row (as it was before) and the gates that held. The report is written by the
+    caller (``acceptance.accept_run``), so the release rules do not depend on how it is rendered.
 
     Raises:
         WrongState: the run is already accepted or abandoned.
@@ -94,19 +98,7 @@ def accept_run(env: Env, run: str) -> AcceptRunResult:
             integration_sha=facts.integration_head,
             gates={g.gate: g.reason for g in gates},
         )
-    from .report import write_report
-
-    files = write_report(env, run, run_gates=gates)
-    return AcceptRunResult(
-        run=run,
-        stage="accepted",
-        integration_sha=facts.integration_head or "",
-        integration_branch=run_row["integration_branch"],
-        gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates],
-        report=str(files.markdown),
-        report_html=str(files.html),
-        next_step=f"open a pull request from {run_row['integration_branch']} with {files.markdown} as its body",
-    )
+    return {**run_row, "integration_sha": facts.integration_head or ""}, gates
 
 
 def confirmation_question(env: Env, run: str) -> str | None:

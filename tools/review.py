@@ -23,18 +23,19 @@ from typing import Any
 
 from planegate.store import Writer
 
-from .dispatch import settle_status
+from .artifacts import store_artifact
 from .env import Env
 from .envelope import render_envelope
 from .errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
-from .evidence import store_artifact
 from .facts import evaluate_task, executor_identity
 from .gates import same_identity
 from .jobs import JobContext, JobLost, enqueue
 from .models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
+from .release import evaluate_run
 from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
 from .reviewers import make_reviewer, reviewer_identity
-from .runs import current_requirements, move_task
+from .runs import current_requirements, move_task, set_stage
+from .tasks import settle_status
 
 SCHEMA_EXAMPLE = (
     '{"review_id": "%s", "verdict": "approve | request_changes | reject", "summary": "…", '
@@ -129,8 +130,6 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
     repo = env.repo(run_row["repo"])
     identity = reviewer_identity(policy)
     if release:
-        from .release import evaluate_run
-
         task = None
         facts_run, run_gates = evaluate_run(env, run)
         for gate in run_gates:
@@ -229,8 +228,6 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
             if current["status"] != "in_review":
                 move_task(w, run, task, current["status"], "in_review", "task.in_review", review=review_id)
         elif run_row["stage"] == "executing":
-            from .runs import set_stage
-
             set_stage(w, run_row, "release_review", "run.release_review", review=review_id)
     return review_request_result(env, review_id)
 

@@ -357,6 +357,15 @@ def _validate_modules(modules: list[Module]) -> list[dict[str, Any]]:
     return sorted(body, key=lambda m: m["name"])
 
 
+def scope_outside_modules(scope: list[str], modules: list[dict[str, Any]]) -> str | None:
+    """The first scope glob that no single module's ownership contains, or None."""
+    owned = [g for m in modules for g in m["owns"]]
+    for pattern in scope:
+        if not any(globs.glob_within(pattern, outer) for outer in owned):
+            return pattern
+    return None
+
+
 def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     """A dependency cycle as a path that ends where it starts (``[a, b, c, a]``), or None."""
     state: dict[str, int] = {}
@@ -441,8 +450,6 @@ def freeze_architecture(
                     f"architecture of run {run!r} is frozen at version {version}; "
                     "to amend it pass amend_reason saying why"
                 )
-            from .graph import scope_outside_modules
-
             for task in w.rows("SELECT id, scope FROM tasks WHERE run_id = ?", (run,)):
                 outside = scope_outside_modules(json.loads(task["scope"]), body["modules"])
                 if outside:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .activity import active_tasks, next_action, run_risks
 from .env import Env
 from .models import Blocked, RunLine, RunStatus, StatusResult
 
@@ -64,8 +65,6 @@ def blocked_reasons(reader: Any, run: str, limit: int) -> list[Blocked]:
 
 
 def run_status(env: Env, run: str) -> StatusResult:
-    from .activity import active_tasks, next_action, run_risks
-
     with env.store.snapshot() as reader:
         run_row = env.run_row(run)
         counts = {
