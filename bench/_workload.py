@@ -25,10 +25,10 @@ from _common import BENCH_DIR, CACHE_DIR, log, make_repo
 
 from planegate.store import Store, now_iso, verify_ledger
 from planegate.tools.config import Settings
+from planegate.tools.control.graph import register_graph
+from planegate.tools.control.runs import freeze_architecture, freeze_requirements, set_stage, start_run
 from planegate.tools.env import Env
-from planegate.tools.graph import register_graph
 from planegate.tools.models import GraphResult, Module, Requirement, TaskSpec
-from planegate.tools.runs import freeze_architecture, freeze_requirements, set_stage, start_run
 
 SEED = 20240607
 LEDGER_DATA_VERSION = "1"

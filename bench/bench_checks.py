@@ -37,15 +37,15 @@ from _workload import open_env
 from mcp import Client
 
 from planegate.server.app import build_server
-from planegate.tools.checkrun import check_env
-from planegate.tools.checks import checks_result, start_checks
 from planegate.tools.config import Settings
-from planegate.tools.dispatch import dispatch_task
+from planegate.tools.control.graph import register_graph
+from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
 from planegate.tools.env import Env
-from planegate.tools.graph import register_graph
-from planegate.tools.jobs import claim, run_job
+from planegate.tools.execution.checkrun import check_env
+from planegate.tools.execution.checks import checks_result, start_checks
+from planegate.tools.execution.dispatch import dispatch_task
+from planegate.tools.execution.jobs import claim, run_job
 from planegate.tools.models import Module, Requirement, TaskSpec
-from planegate.tools.runs import freeze_architecture, freeze_requirements, start_run
 
 WORKER = "bench-worker"
 LEASE_S = 60.0

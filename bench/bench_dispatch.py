@@ -38,10 +38,10 @@ from typing import Any
 from _common import PROJECT_DIR, emit, log, make_repo, parser, quantile, scratch, summary_ms
 from _workload import Sizes, frozen_run, open_env
 
-from planegate.tools.dispatch import dispatch_task
+from planegate.tools.control.graph import register_graph
 from planegate.tools.env import Env
-from planegate.tools.envelope import render_envelope
-from planegate.tools.graph import register_graph
+from planegate.tools.execution.dispatch import dispatch_task
+from planegate.tools.execution.envelope import render_envelope
 from planegate.tools.models import TaskSpec
 
 TARGET_RATIO = 1.3

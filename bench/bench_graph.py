@@ -13,8 +13,8 @@ from typing import Any
 from _common import emit, log, make_repo, parser, scratch, summary_ms
 from _workload import SEED, dag_tasks, frozen_run, open_env, sizes_for
 
-from planegate.tools.graph import register_graph, validate_graph
-from planegate.tools.runs import current_architecture, current_requirements
+from planegate.tools.control.graph import register_graph, validate_graph
+from planegate.tools.control.runs import current_architecture, current_requirements
 
 TARGET_S = 1.0
 

@@ -37,13 +37,13 @@ from typing import Any
 from _common import PLANEGATE, emit, git, log, make_repo, parser, quantile, scratch
 from _workload import open_env
 
-from planegate.tools.checks import start_checks
 from planegate.tools.config import Settings
-from planegate.tools.dispatch import dispatch_task
+from planegate.tools.control.graph import register_graph
+from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
 from planegate.tools.env import Env
-from planegate.tools.graph import register_graph
+from planegate.tools.execution.checks import start_checks
+from planegate.tools.execution.dispatch import dispatch_task
 from planegate.tools.models import Module, Requirement, TaskSpec
-from planegate.tools.runs import freeze_architecture, freeze_requirements, start_run
 
 TOKEN = f"planegate-bench-reclaim-{uuid.uuid4().hex[:12]}"
 FIRST_SLEEP_S = 30.0

@@ -16,7 +16,7 @@ from typing import Any
 from _common import emit, log, parser, scratch, summary_ms
 from _workload import big_ledger, open_env, sizes_for
 
-from planegate.tools.status import get_status
+from planegate.tools.report.status import get_status
 
 TARGET_MS = 15.0
 WARMUP = 5

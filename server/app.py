@@ -107,8 +107,8 @@ class EnvHolder:
         await anyio.sleep(delay_s)
         from planegate.store import StoreBusy
         from planegate.tools.errors import PlanegateError
-        from planegate.tools.jobs import Worker
-        from planegate.tools.reconcile import reconcile
+        from planegate.tools.execution.jobs import Worker
+        from planegate.tools.execution.reconcile import reconcile
 
         env = await anyio.to_thread.run_sync(self.get)
         worker_env = env.as_actor("planegate:worker")
@@ -150,7 +150,7 @@ def read_text(name: str) -> str:
 
 async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context | None) -> dict[str, Any]:
     """Poll a job until it ends or ``wait_s`` passes, reporting progress to the client."""
-    from planegate.tools.jobs import DONE, job_row
+    from planegate.tools.execution.jobs import DONE, job_row
 
     env = holder.get()
     started = time.monotonic()
@@ -169,7 +169,7 @@ async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context 
 def ask_human(run: str, ctx: Context) -> Elicit[HumanConfirmation] | None:
     """Ask the user in their client, only when their approval is the one gate left and they can be asked."""
     from planegate.tools.errors import PlanegateError
-    from planegate.tools.release import confirmation_question
+    from planegate.tools.gates.release import confirmation_question
 
     capabilities = ctx.client_capabilities
     if capabilities is None or capabilities.elicitation is None:
@@ -219,7 +219,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         base_ref: Annotated[str, Field(description="branch, tag or sha to start from")] = "HEAD",
     ) -> StartRunResult:
         """Open a run on a repository: records the base commit and creates planegate/<run>/integration."""
-        from planegate.tools.runs import start_run as start
+        from planegate.tools.control.runs import start_run as start
 
         return call(start, env(ctx), repo, goal, base_ref)
 
@@ -231,7 +231,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         amend_reason: Annotated[str | None, Field(description="required to change a frozen set")] = None,
     ) -> FreezeResult:
         """Freeze the run's requirements (versioned, content-hashed); a later call amends them and needs a reason."""
-        from planegate.tools.runs import freeze_requirements as freeze
+        from planegate.tools.control.runs import freeze_requirements as freeze
 
         return call(freeze, env(ctx), run, requirements, amend_reason)
 
@@ -244,14 +244,14 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         amend_reason: Annotated[str | None, Field(description="required to change a frozen architecture")] = None,
     ) -> FreezeResult:
         """Freeze modules (owned path globs, dependencies) and design decisions; needs frozen requirements."""
-        from planegate.tools.runs import freeze_architecture as freeze
+        from planegate.tools.control.runs import freeze_architecture as freeze
 
         return call(freeze, env(ctx), run, modules, decisions or [], amend_reason)
 
     @tool(destructive=True, idempotent=True)
     def register_graph(run: RunId, tasks: list[TaskSpec], ctx: Context) -> GraphResult:
         """Validate and store the task DAG; returns waves and requirement coverage. Replaces it until a dispatch."""
-        from planegate.tools.graph import register_graph as register
+        from planegate.tools.control.graph import register_graph as register
 
         return call(register, env(ctx), run, tasks)
 
@@ -261,7 +261,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         run: Annotated[str | None, Field(description="omit to list runs")] = None,
     ) -> StatusResult:
         """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
-        from planegate.tools.status import get_status as status
+        from planegate.tools.report.status import get_status as status
 
         return call(status, env(ctx), run)
 
@@ -275,7 +275,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         ] = "agent",
     ) -> DispatchResult:
         """Create the task's worktree and branch from the integration head, write its envelope, take a lease."""
-        from planegate.tools.dispatch import dispatch_task as dispatch
+        from planegate.tools.execution.dispatch import dispatch_task as dispatch
 
         result = call(dispatch, env(ctx), run, task, executor)
         holder.wake_worker()
@@ -294,7 +294,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         artifacts: Annotated[list[str] | None, Field(description="files inside the worktree")] = None,
     ) -> EvidenceResult:
         """Record evidence you observed. Shown in status, never counted by a gate: only run_checks counts."""
-        from planegate.tools.evidence import record_evidence as record
+        from planegate.tools.control.evidence import record_evidence as record
 
         return call(record, env(ctx), run, task, kind, label, summary, command, exit_code, artifacts)
 
@@ -308,7 +308,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         """The server runs the policy's checks on the head commit and records direct evidence.
 
         Waits up to ~45 s with progress, then returns a job id for get_job."""
-        from planegate.tools.checks import checks_result, start_checks
+        from planegate.tools.execution.checks import checks_result, start_checks
 
         job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
         holder.wake_worker()
@@ -322,7 +322,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
     ) -> JobResult:
         """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
-        from planegate.tools.jobview import job_result
+        from planegate.tools.execution.jobview import job_result
 
         await wait_for_job(holder, job, wait_seconds, ctx)
         return await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
@@ -330,7 +330,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @tool(destructive=True)
     def accept_task(run: RunId, task: TaskId, ctx: Context) -> AcceptResult:
         """Evaluate every gate on the head; merge into the integration branch, tag a checkpoint, unlock dependents."""
-        from planegate.tools.accept import accept_task as accept
+        from planegate.tools.gates.accept import accept_task as accept
 
         return call(accept, env(ctx), run, task)
 
@@ -342,7 +342,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         release: Annotated[bool, Field(description="review base..integration once all tasks are done")] = False,
     ) -> ReviewRequestResult:
         """Send the task's verified change (or the whole run) to the second-model reviewer; returns a review id."""
-        from planegate.tools.review import request_review as request
+        from planegate.tools.review.review import request_review as request
 
         result = call(request, env(ctx), run, task, release)
         holder.wake_worker()
@@ -355,7 +355,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
     ) -> ReviewResult:
         """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
-        from planegate.tools.review import review_result, review_row
+        from planegate.tools.review.review import review_result, review_row
 
         row = await anyio.to_thread.run_sync(lambda: call(review_row, holder.get(), review))
         if row["job_id"] is not None and row["status"] in ("queued", "running"):
@@ -369,9 +369,9 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_human)],
     ) -> AcceptRunResult:
         """Check the run gates; when only human approval is missing, ask the user in the client. Writes the report."""
-        from planegate.tools.acceptance import accept_run as accept
         from planegate.tools.config import os_user
-        from planegate.tools.release import approve
+        from planegate.tools.gates.release import approve
+        from planegate.tools.report.acceptance import accept_run as accept
 
         if isinstance(human, AcceptedElicitation) and human.data is not None:
             if not human.data.accept:
@@ -390,7 +390,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @tool(destructive=True, idempotent=True)
     def cancel_task(run: RunId, task: TaskId, reason: str, ctx: Context) -> CancelResult:
         """Cancel a task with a reason: releases its lease and stops its jobs; its worktree is kept."""
-        from planegate.tools.dispatch import cancel_task as cancel
+        from planegate.tools.execution.dispatch import cancel_task as cancel
 
         return call(cancel, env(ctx), run, task, reason)
 
@@ -408,8 +408,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @server.resource("planegate://runs/{run}/tasks/{task}", name="task", mime_type="text/markdown")
     def task_resource(run: str, task: str) -> str:
         """A task's envelope: goal, requirements, architecture slice, scope, checks, budget, how to finish."""
-        from planegate.tools.envelope import render_envelope
         from planegate.tools.errors import PlanegateError
+        from planegate.tools.execution.envelope import render_envelope
 
         try:
             return render_envelope(holder.get(), run, task)
@@ -419,7 +419,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @server.resource("planegate://runs", name="runs", mime_type="text/markdown")
     def runs_resource() -> str:
         """The runs, newest first."""
-        from planegate.tools.render import runs_markdown
+        from planegate.tools.report.render import runs_markdown
 
         return runs_markdown(holder.get())
 
@@ -427,7 +427,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def run_resource(run: str) -> str:
         """One run's status in markdown, with its task graph as a mermaid diagram."""
         from planegate.tools.errors import PlanegateError
-        from planegate.tools.render import run_markdown
+        from planegate.tools.report.render import run_markdown
 
         try:
             return run_markdown(holder.get(), run)
@@ -438,7 +438,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def events_resource(run: str) -> str:
         """The run's latest events (the audit trail), newest first."""
         from planegate.tools.errors import PlanegateError
-        from planegate.tools.render import events_markdown
+        from planegate.tools.report.render import events_markdown
 
         try:
             return events_markdown(holder.get(), run)
@@ -448,8 +448,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @server.prompt()
     def implement_task(run: str, task: str) -> str:
         """What a worker is told: the task's envelope and how to work in its worktree."""
-        from planegate.tools.envelope import render_envelope
         from planegate.tools.errors import PlanegateError
+        from planegate.tools.execution.envelope import render_envelope
 
         try:
             envelope = render_envelope(holder.get(), run, task)
@@ -467,7 +467,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def review_task(review: str) -> str:
         """The full review prompt of a requested review (packet and instructions), e.g. to answer it by hand."""
         from planegate.tools.errors import PlanegateError
-        from planegate.tools.review import review_row
+        from planegate.tools.review.review import review_row
 
         try:
             row = review_row(holder.get(), review)

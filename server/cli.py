@@ -83,8 +83,8 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import anyio
 
-    from planegate.tools.jobs import Worker
-    from planegate.tools.reconcile import reconcile
+    from planegate.tools.execution.jobs import Worker
+    from planegate.tools.execution.reconcile import reconcile
 
     env = _env(actor="planegate:worker")
     try:
@@ -123,7 +123,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from planegate.tools.accept import rollback
+    from planegate.tools.gates.accept import rollback
 
     env = _env()
     try:
@@ -164,7 +164,7 @@ def _human_only(command: str) -> int:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from planegate.tools.config import os_user
-    from planegate.tools.release import approve, evaluate_run
+    from planegate.tools.gates.release import approve, evaluate_run
 
     env = _env()
     try:
@@ -191,8 +191,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from planegate.tools.release import evaluate_run
-    from planegate.tools.report import write_report
+    from planegate.tools.gates.release import evaluate_run
+    from planegate.tools.report.report import write_report
 
     env = _env()
     try:
@@ -206,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_review_submit(args: argparse.Namespace) -> int:
     from planegate.tools.config import os_user
-    from planegate.tools.review import submit_review
+    from planegate.tools.review.review import submit_review
 
     text = Path(args.file).read_text(encoding="utf-8")
     try:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 
 def print_status(env: Any, run: str | None, console: Console | None = None) -> None:
-    from planegate.tools.status import get_status
+    from planegate.tools.report.status import get_status
 
     console = console or Console()
     result = get_status(env, run)

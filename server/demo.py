@@ -278,7 +278,7 @@ async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
     say("accept_run is refused: no human has said yes", refusal.splitlines()[-1])
     from planegate.tools.config import Settings, os_user
     from planegate.tools.env import Env
-    from planegate.tools.release import approve
+    from planegate.tools.gates.release import approve
 
     human = Env.open(Settings(home=home, actor=f"user:{os_user()}"))
     try:

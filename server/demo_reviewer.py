@@ -13,8 +13,8 @@ import json
 import re
 import sys
 
-from planegate.tools.review import REQUIREMENTS_HEADING
-from planegate.tools.review_parse import BEGIN, END
+from planegate.tools.review.review import REQUIREMENTS_HEADING
+from planegate.tools.review.review_parse import BEGIN, END
 
 _TEST = re.compile(r"(^|/)tests?/|(^|/)test_[^/]*\.py$")
 _CALL = re.compile(r"\b([a-z_][a-z0-9_]*)\(")

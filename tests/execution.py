@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from planegate.tools.config import Settings
+from planegate.tools.control.graph import register_graph
+from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
 from planegate.tools.env import Env
-from planegate.tools.graph import register_graph
-from planegate.tools.jobs import claim, run_job
+from planegate.tools.execution.jobs import claim, run_job
 from planegate.tools.models import Module, Requirement, TaskSpec
-from planegate.tools.runs import freeze_architecture, freeze_requirements, start_run
 from tests.helpers import make_repo
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
@@ -106,8 +106,8 @@ MUL_TEST = "from src.calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) 
 
 def finish_calc(env: Env, run: str, files: dict[str, str] | None = None) -> Path:
     """Dispatch `calc`, write mul and its test (or ``files``), commit, and run its checks."""
-    from planegate.tools.checks import start_checks
-    from planegate.tools.dispatch import dispatch_task
+    from planegate.tools.execution.checks import start_checks
+    from planegate.tools.execution.dispatch import dispatch_task
     from tests.helpers import commit_all
 
     worktree = Path(dispatch_task(env, run, "calc").worktree)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from planegate.tools.codex import MAX_PROMPT_BYTES, codex_exec_argv, parse_codex_events
 from planegate.tools.errors import InvalidInput, NotFound
-from planegate.tools.procs import ProcessResult, run_process, scrubbed_env
+from planegate.tools.execution.codex import MAX_PROMPT_BYTES, codex_exec_argv, parse_codex_events
+from planegate.tools.execution.procs import ProcessResult, run_process, scrubbed_env
 from tests.helpers import git, make_repo
 
 FAKES = Path(__file__).parent / "fakes"

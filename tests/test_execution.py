@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from planegate.store import verify_ledger
-from planegate.tools.accept import accept_task
-from planegate.tools.checks import checks_result, start_checks
-from planegate.tools.dispatch import cancel_task, dispatch_task
+from planegate.tools.control.evidence import record_evidence
 from planegate.tools.env import Env
 from planegate.tools.errors import Conflict, InvalidInput, NotFound, WrongState
-from planegate.tools.evidence import record_evidence
-from planegate.tools.gates import GatesUnmet
+from planegate.tools.execution.checks import checks_result, start_checks
+from planegate.tools.execution.dispatch import cancel_task, dispatch_task
+from planegate.tools.execution.reconcile import reconcile
+from planegate.tools.gates.accept import accept_task
+from planegate.tools.gates.gates import GatesUnmet
 from planegate.tools.models import TaskSpec
-from planegate.tools.reconcile import reconcile
-from planegate.tools.status import get_status
+from planegate.tools.report.status import get_status
 from tests.execution import MUL, MUL_TEST, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import commit_all, git
 
@@ -109,7 +109,7 @@ def test_dispatch_refuses_malformed_task_ids(tmp_path: Path, env: Env, bad: str)
 
 
 def test_dispatch_refuses_a_run_that_is_not_planned_and_a_blocked_task(tmp_path: Path, env: Env) -> None:
-    from planegate.tools.runs import start_run
+    from planegate.tools.control.runs import start_run
 
     repo = calc_repo(tmp_path / "calc")
     draft = start_run(env, str(repo), "draft").run
@@ -130,7 +130,7 @@ def test_dispatch_serialises_overlapping_scopes_and_respects_max_parallel(tmp_pa
         TaskSpec(id="text", title="c", goal="c", scope=["src/text.py"], requirements=["R2"]),
         TaskSpec(id="more", title="d", goal="d", scope=["secrets/notes.md"], requirements=["R2"]),
     ]
-    from planegate.tools.runs import freeze_architecture
+    from planegate.tools.control.runs import freeze_architecture
     from tests.execution import Module
 
     repo = calc_repo(tmp_path / "calc", max_parallel=2)
@@ -142,7 +142,7 @@ def test_dispatch_serialises_overlapping_scopes_and_respects_max_parallel(tmp_pa
         [],
         amend_reason="one src module",
     )
-    from planegate.tools.graph import register_graph
+    from planegate.tools.control.graph import register_graph
 
     register_graph(env, run, tasks)
     dispatch_task(env, run, "calc")
@@ -356,7 +356,7 @@ def test_reconcile_removes_clean_orphan_worktrees_and_keeps_dirty_ones(tmp_path:
 
 
 def test_the_graph_cannot_be_replaced_once_a_task_is_dispatched(tmp_path: Path, env: Env) -> None:
-    from planegate.tools.graph import register_graph
+    from planegate.tools.control.graph import register_graph
     from tests.execution import TASKS
 
     run = planned_run(env, calc_repo(tmp_path / "calc"))

@@ -199,8 +199,8 @@ def test_a_killed_worker_s_job_is_reclaimed_and_finished_by_another(tmp_path: Pa
     commit_all(repo, "slow check")
     env = open_env(fresh_machine)
     run = planned_run(env, repo)
-    from planegate.tools.checks import start_checks
-    from planegate.tools.dispatch import dispatch_task
+    from planegate.tools.execution.checks import start_checks
+    from planegate.tools.execution.dispatch import dispatch_task
 
     worktree = Path(dispatch_task(env, run, "calc").worktree)
     write(worktree, {"src/calc.py": MUL})

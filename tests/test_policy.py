@@ -14,8 +14,8 @@ from planegate.tools.policy import Policy, detect_test_command, parse_policy, po
 
 
 def test_no_policy_file_means_the_documented_defaults(tmp_path: Path) -> None:
+    from planegate.tools.control.runs import policy_at
     from planegate.tools.gitrepo import GitRepo
-    from planegate.tools.runs import policy_at
     from tests.helpers import git, make_repo
 
     repo = make_repo(tmp_path / "r")

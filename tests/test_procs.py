@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from planegate.tools.artifacts import file_artifact, sha256_file
+from planegate.tools.control.artifacts import file_artifact, sha256_file
 from planegate.tools.errors import ExecutionError, InvalidInput, NotFound
-from planegate.tools.procs import (
+from planegate.tools.execution.procs import (
     DEFAULT_ENV_ALLOW,
     ProcessResult,
     resolve_argv0,

@@ -16,18 +16,18 @@ from pathlib import Path
 import pytest
 
 from planegate.store import verify_ledger
-from planegate.tools.accept import accept_task
-from planegate.tools.checks import start_checks
-from planegate.tools.dispatch import cancel_task, dispatch_task
+from planegate.tools.control.evidence import record_evidence
+from planegate.tools.control.graph import register_graph
+from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
 from planegate.tools.env import Env
 from planegate.tools.errors import NotFound
-from planegate.tools.evidence import record_evidence
-from planegate.tools.gates import GateResult
-from planegate.tools.graph import register_graph
+from planegate.tools.execution.checks import start_checks
+from planegate.tools.execution.dispatch import cancel_task, dispatch_task
+from planegate.tools.gates.accept import accept_task
+from planegate.tools.gates.gates import GateResult
 from planegate.tools.models import Decision, Module, Requirement
-from planegate.tools.report import build_report, write_report
-from planegate.tools.report_svg import SVG_LIMIT, task_graph_svg
-from planegate.tools.runs import freeze_architecture, freeze_requirements, start_run
+from planegate.tools.report.report import build_report, write_report
+from planegate.tools.report.report_svg import SVG_LIMIT, task_graph_svg
 from tests.execution import MUL, MUL_TEST, TASKS, calc_repo, drain, open_env, write
 from tests.helpers import commit_all
 

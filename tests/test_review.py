@@ -17,18 +17,18 @@ from mcp_types import ElicitResult
 
 from planegate.server.app import build_server
 from planegate.store import verify_ledger
-from planegate.tools.accept import accept_task
-from planegate.tools.acceptance import accept_run
-from planegate.tools.checks import start_checks
 from planegate.tools.config import Settings
-from planegate.tools.dispatch import cancel_task, dispatch_task
+from planegate.tools.control.runs import freeze_requirements
 from planegate.tools.env import Env
 from planegate.tools.errors import InvalidInput, WrongState
-from planegate.tools.gates import GatesUnmet
-from planegate.tools.review import request_review, review_result
-from planegate.tools.review_parse import BEGIN, END, ReplyProblem, parse_reply
-from planegate.tools.runs import freeze_requirements
-from planegate.tools.status import get_status
+from planegate.tools.execution.checks import start_checks
+from planegate.tools.execution.dispatch import cancel_task, dispatch_task
+from planegate.tools.gates.accept import accept_task
+from planegate.tools.gates.gates import GatesUnmet
+from planegate.tools.report.acceptance import accept_run
+from planegate.tools.report.status import get_status
+from planegate.tools.review.review import request_review, review_result
+from planegate.tools.review.review_parse import BEGIN, END, ReplyProblem, parse_reply
 from tests.execution import MUL, MUL_TEST, Requirement, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import call, commit_all, git, planegate_in_terminal, refused
 

@@ -18,7 +18,7 @@ import pytest
 from planegate.bridge import LaunchedBrowser
 from planegate.store import verify_ledger
 from planegate.tools.env import Env
-from planegate.tools.review import request_review, review_result
+from planegate.tools.review.review import request_review, review_result
 from tests.execution import calc_repo, drain, finish_calc, open_env, planned_run
 from tests.fakechat import FakeChat
 from tests.helpers import commit_all

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from planegate.tools.errors import InvalidInput
-from planegate.tools.secrets import SecretFinding, added_lines, scan_added_lines, scan_diff
+from planegate.tools.gates.secrets import SecretFinding, added_lines, scan_added_lines, scan_diff
 from tests.helpers import commit_all, git
 
 # Made-up credentials in the shapes detect-secrets knows; none of them is real.
@@ -167,6 +167,6 @@ def test_line_numbers_must_be_positive() -> None:
 
 
 def test_importing_the_module_does_not_load_the_detector() -> None:
-    code = "import sys, planegate.tools.secrets; print('detect_secrets' in sys.modules)"
+    code = "import sys, planegate.tools.gates.secrets; print('detect_secrets' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout.strip() == "False"

@@ -1,0 +1,271 @@
+"""Dispatching a task into its own worktree, and cancelling it.
+
+Dispatch claims the task in one write transaction — status, lease, capacity and scope checks
+together — so two sessions dispatching at once give one winner; only then is the worktree
+created (``git worktree add -b planegate/<run>/<task> <home>/worktrees/<run>/<task>`` at the
+integration head). If git fails, the claim is undone in a second transaction. A task whose lease
+expired may be dispatched again: the new caller takes it over and keeps its worktree.
+
+Shared paths are serialised: a task is not dispatched while another running task's scope
+overlaps its own, nor beyond the policy's ``max_parallel``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from planegate.store import Writer, now_iso, placeholders
+
+from .. import globs
+from ..control.runs import move_task, set_stage
+from ..control.tasks import lease_holder
+from ..env import Env
+from ..errors import Conflict, ExecutionError, GitError, InvalidInput, WrongState
+from ..gitrepo import GitRepo
+from ..models import ACTIVE_STATUSES, CancelResult, DispatchResult
+from ..names import check_name
+from ..policy import Policy
+from .envelope import ENVELOPE_NAME, render_envelope
+from .jobs import cancel_jobs, enqueue
+from .procs import resolve_argv0
+
+EXECUTORS = ("agent", "command", "codex")
+
+
+def task_branch(run: str, task: str) -> str:
+    return f"planegate/{run}/{task}"
+
+
+def worktree_path(env: Env, run: str, task: str) -> Path:
+    root = env.settings.worktrees.resolve()
+    path = (root / run / task).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidInput(f"task {task!r} would place its worktree outside {root}")
+    return path
+
+
+def _check_executor(executor: str, policy: Policy) -> None:
+    if executor not in EXECUTORS:
+        raise InvalidInput(f"executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
+    if executor == "command" and not policy.executor.command:
+        raise InvalidInput(
+            "executor 'command' needs [executor] command = [...] in .planegate/policy.toml; "
+            "use executor='agent' to work in the worktree yourself"
+        )
+    if executor == "codex":
+        try:
+            resolve_argv0([policy.executor.codex], os.environ)
+        except ExecutionError as exc:
+            raise ExecutionError(
+                f"executor 'codex' needs the Codex CLI ({policy.executor.codex!r}) on PATH: {exc}"
+            ) from exc
+
+
+def _refuse_unless_dispatchable(
+    w: Writer, env: Env, run_row: dict[str, Any], row: dict[str, Any], policy: Policy
+) -> bool:
+    """Raise unless the task may be dispatched now; True when this is a takeover."""
+    run, task = run_row["id"], row["id"]
+    if run_row["stage"] not in ("planned", "executing"):
+        if run_row["stage"] in ("draft", "requirements_frozen", "architecture_frozen"):
+            raise WrongState(f"run {run!r} is {run_row['stage']}, not planned; register_graph first")
+        raise WrongState(f"run {run!r} is {run_row['stage']}; no task can be dispatched now")
+    status = row["status"]
+    takeover = False
+    if status == "blocked":
+        waiting = w.rows(
+            "SELECT d.id, d.status FROM task_edges e JOIN tasks d ON d.run_id = e.run_id AND d.id = e.depends_on"
+            " WHERE e.run_id = ? AND e.task_id = ? AND d.status != 'accepted'",
+            (run, task),
+        )
+        names = ", ".join(f"{d['id']} ({d['status']})" for d in waiting)
+        raise WrongState(f"task {task!r} depends on {names}, not yet accepted; accept those first or get_status")
+    if status in ("accepted", "cancelled"):
+        raise WrongState(f"task {task!r} is {status}; it cannot be dispatched again")
+    if status in ACTIVE_STATUSES:
+        if row["lease_expires"] and row["lease_expires"] >= w.at:
+            raise Conflict(
+                f"task {task!r} is already dispatched ({status}); its lease is held by {row['lease_owner']} "
+                f"until {row['lease_expires']}; work in {row['worktree']} or wait for the lease to expire"
+            )
+        takeover = True
+    others = w.rows(
+        f"SELECT id, scope FROM tasks WHERE run_id = ? AND id != ? AND status IN ({placeholders(ACTIVE_STATUSES)})",
+        (run, task, *ACTIVE_STATUSES),
+    )
+    if not takeover and len(others) >= policy.max_parallel:
+        raise Conflict(
+            f"max_parallel is {policy.max_parallel} and {len(others)} tasks are running "
+            f"({', '.join(o['id'] for o in others)}); accept or cancel one first"
+        )
+    scope = json.loads(row["scope"])
+    for other in others:
+        hit = globs.first_overlap(scope, json.loads(other["scope"]))
+        if hit:
+            mine, theirs, witness = hit
+            raise Conflict(
+                f"task {task!r} ({mine}) overlaps running task {other['id']!r} ({theirs}) at {witness!r}; "
+                f"shared paths are serialised: accept or cancel {other['id']!r} first"
+            )
+    return takeover
+
+
+def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> DispatchResult:
+    """Create the task's worktree and branch, write its envelope, take a lease.
+
+    Raises:
+        InvalidInput: malformed ids or an unknown/unconfigured executor.
+        NotFound: unknown run or task.
+        WrongState: run not planned, dependencies not accepted, task finished.
+        Conflict: lease held, max_parallel reached, or a running task's scope overlaps.
+        GitError: the worktree could not be created (the claim is undone).
+    """
+    check_name("run", run)
+    check_name("task", task)
+    run_row = env.run_row(run)
+    policy = env.policy(run_row)
+    _check_executor(executor, policy)
+    repo = env.repo(run_row["repo"])
+    path = worktree_path(env, run, task)
+    branch = task_branch(run, task)
+    integration_head = repo.branch_sha(run_row["integration_branch"])
+    if integration_head is None:
+        raise GitError(f"integration branch {run_row['integration_branch']!r} is missing from {run_row['repo']}")
+    lease_expires = now_iso(policy.lease_minutes * 60)
+    with env.write() as w:
+        run_row = env.run_row(run)
+        row = env.task_row(run, task)
+        takeover = _refuse_unless_dispatchable(w, env, run_row, row, policy)
+        base_sha = row["base_sha"] if row["base_sha"] and repo.branch_sha(branch) else integration_head
+        holder = lease_holder(env)
+        claimed = move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "in_progress",
+            "task.taken_over" if takeover else "task.dispatched",
+            expect={"lease_owner": row["lease_owner"]},
+            also={
+                "executor": executor,
+                "branch": branch,
+                "worktree": str(path),
+                "base_sha": base_sha,
+                "lease_owner": holder,
+                "lease_expires": lease_expires,
+                "dispatched_at": row["dispatched_at"] or w.at,
+                "dispatched_by": env.settings.actor,
+            },
+            worktree=str(path),
+            branch=branch,
+            base_sha=base_sha,
+            executor=executor,
+            lease_owner=holder,
+            lease_expires=lease_expires,
+            previous_owner=row["lease_owner"],
+        )
+        if not claimed:
+            raise Conflict(f"task {task!r} changed while dispatching; call get_status({run!r})")
+        if run_row["stage"] == "planned":
+            set_stage(w, run_row, "executing", "run.executing")
+    try:
+        _make_worktree(repo, path, branch, base_sha)
+    except GitError as exc:
+        with env.write() as w:
+            undo = {key: row[key] for key in ("lease_owner", "lease_expires", "worktree", "branch", "base_sha")}
+            move_task(
+                w,
+                run,
+                task,
+                "in_progress",
+                row["status"],
+                "task.dispatch_failed",
+                expect={"lease_owner": holder},
+                also=undo,
+                error=str(exc),
+            )
+        raise
+    envelope = render_envelope(env, run, task)
+    (path / ENVELOPE_NAME).write_text(envelope, encoding="utf-8")
+    job = None
+    if executor != "agent":
+        with env.write() as w:
+            job = enqueue(w, run=run, task=task, kind="executor", payload={"executor": executor}, max_attempts=2)
+    next_step = (
+        f"work in {path}, commit, then run_checks(run={run!r}, task={task!r})"
+        if executor == "agent"
+        else f"the {executor} executor runs as job {job}; get_job({job}) then run_checks(run={run!r}, task={task!r})"
+    )
+    return DispatchResult(
+        run=run,
+        task=task,
+        worktree=str(path),
+        branch=branch,
+        base_sha=base_sha,
+        lease_expires=lease_expires,
+        executor=executor,  # type: ignore[arg-type]
+        job=job,
+        taken_over=takeover,
+        envelope_path=str(path / ENVELOPE_NAME),
+        envelope=envelope,
+        next_step=next_step,
+    )
+
+
+_EXCLUDED: set[str] = set()
+
+
+def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> None:
+    if str(repo.root) not in _EXCLUDED:
+        repo.exclude(ENVELOPE_NAME)
+        _EXCLUDED.add(str(repo.root))
+    if path.exists() and (path / ".git").exists():
+        return  # a takeover keeps the worktree it finds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if repo.branch_sha(branch) is not None:
+        repo.git("worktree", "add", "--quiet", "--", str(path), branch)
+    else:
+        repo.add_worktree(path, branch, base_sha)
+
+
+def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
+    """Cancel a task with a reason: release its lease, stop its jobs, keep its worktree.
+
+    Raises:
+        InvalidInput: empty reason. WrongState: the task is accepted (or already cancelled).
+    """
+    if not reason.strip():
+        raise InvalidInput("reason is empty; say why the task is cancelled (it is recorded)")
+    with env.write() as w:
+        row = env.task_row(run, task)
+        if row["status"] in ("accepted", "cancelled"):
+            raise WrongState(
+                f"task {task!r} is {row['status']}; it cannot be cancelled"
+                + (" (use `planegate rollback` to undo an acceptance)" if row["status"] == "accepted" else "")
+            )
+        cancelled = move_task(
+            w,
+            run,
+            task,
+            row["status"],
+            "cancelled",
+            "task.cancelled",
+            also={"cancel_reason": reason.strip(), "lease_owner": None, "lease_expires": None},
+            reason=reason.strip(),
+            worktree=row["worktree"],
+        )
+        if not cancelled:
+            raise Conflict(f"task {task!r} changed while cancelling; call get_status({run!r})")
+        jobs = cancel_jobs(w, run, task, "task cancelled")
+    return CancelResult(
+        run=run,
+        task=task,
+        status="cancelled",
+        worktree=row["worktree"],
+        cancelled_jobs=jobs,
+        next_step=f"get_status({run!r}); dependents of {task!r} stay blocked: cancel them too (with a reason) "
+        "or finish the work in another run",
+    )

@@ -1,0 +1,146 @@
+"""What is happening on a run right now: its active tasks, its risks, and the next action.
+
+Used by ``get_status``; each function takes the snapshot reader it is given and stays within
+``limit`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planegate.store import now_iso, placeholders
+
+from ..env import Env
+from ..gates.facts import evaluate_task
+from ..gates.release import evaluate_run
+from ..models import ACTIVE_STATUSES, ActiveTask, EvidenceLine, GateLine, RunStatus
+
+EVIDENCE_SHOWN = 8
+
+
+def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> tuple[list[ActiveTask], int]:
+    run = run_row["id"]
+    marks = placeholders(ACTIVE_STATUSES)
+    rows = reader.rows(
+        f"SELECT * FROM tasks WHERE run_id = ? AND status IN ({marks}) ORDER BY seq LIMIT ?",
+        (run, *ACTIVE_STATUSES, limit),
+    )
+    total = int(
+        reader.scalar(
+            f"SELECT COUNT(*) FROM tasks WHERE run_id = ? AND status IN ({marks})",
+            (run, *ACTIVE_STATUSES),
+        )
+    )
+    now = now_iso()
+    tasks = []
+    for row in rows:
+        facts, gates = evaluate_task(env, run_row, row, live=False)
+        tasks.append(
+            ActiveTask(
+                task=row["id"],
+                status=row["status"],
+                branch=row["branch"],
+                worktree=row["worktree"],
+                head_sha=facts.head_sha,
+                lease_expires=row["lease_expires"],
+                lease_expired=bool(row["lease_expires"] and row["lease_expires"] < now),
+                evidence=[
+                    EvidenceLine(
+                        id=e["id"],
+                        kind=e["kind"],
+                        label=e["label"],
+                        exit_code=e["exit_code"],
+                        stale=e["head_sha"] != facts.head_sha,
+                        summary=e["summary"].splitlines()[0][:160],
+                    )
+                    for e in facts.evidence[:EVIDENCE_SHOWN]
+                ],
+                gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates],
+            )
+        )
+    return tasks, total
+
+
+def unproven_claims(task: ActiveTask) -> list[str]:
+    """Reported successes on the head with no direct evidence of the same kind on it."""
+    direct = {e.kind for e in task.evidence if e.label == "direct" and not e.stale}
+    return sorted(
+        {
+            e.kind
+            for e in task.evidence
+            if e.label in ("local", "proxy") and e.exit_code == 0 and not e.stale and e.kind not in direct
+        }
+    )
+
+
+def run_risks(env: Env, reader: Any, run_row: dict[str, Any], active: list[ActiveTask]) -> list[str]:
+    risks = [
+        f"task {t.task}: lease expired at {t.lease_expires} (its worker may be gone); "
+        f"dispatch_task again to take it over, or cancel_task"
+        for t in active
+        if t.lease_expired
+    ]
+    for task in active:
+        claims = unproven_claims(task)
+        if claims:
+            risks.append(
+                f"task {task.task}: reports {', '.join(claims)} passed, with no direct evidence on its head; "
+                f"run_checks(run={run_row['id']!r}, task={task.task!r})"
+            )
+    for row in reader.rows(
+        "SELECT task_id, kind, detail FROM risks WHERE run_id = ? ORDER BY id DESC LIMIT 10", (run_row["id"],)
+    ):
+        risks.append(f"{row['kind']}{' on ' + row['task_id'] if row['task_id'] else ''}: {row['detail']}")
+    return risks
+
+
+def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
+    """The one call that moves this run forward now."""
+    run = run_row["id"]
+    stage = run_row["stage"]
+    if stage == "draft":
+        return f"freeze_requirements(run={run!r}, requirements=[...])"
+    if stage == "requirements_frozen":
+        if env.policy(run_row).require_architecture:
+            return f"freeze_architecture(run={run!r}, modules=[...], decisions=[...])"
+        return f"register_graph(run={run!r}, tasks=[...])"
+    if stage == "architecture_frozen":
+        return f"register_graph(run={run!r}, tasks=[...])"
+    if stage == "accepted":
+        return f"done: the run is accepted; `planegate report {run}` writes the pull-request body"
+    if stage == "abandoned":
+        return "done: the run was abandoned; start_run to begin again"
+    counts = status.counts
+    ready_to_accept = [t.task for t in status.active if t.gates and all(g.ok for g in t.gates)]
+    if ready_to_accept:
+        return f"accept_task(run={run!r}, task={ready_to_accept[0]!r})"
+    by_status: dict[str, list[str]] = {}
+    for active in status.active:
+        by_status.setdefault(active.status, []).append(active.task)
+    if by_status.get("changes_requested"):
+        task = by_status["changes_requested"][0]
+        return f"fix task {task!r} in its worktree, commit, then run_checks(run={run!r}, task={task!r})"
+    policy = env.policy(run_row)
+    active_count = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
+    if status.ready and active_count < policy.max_parallel:
+        return f"dispatch_task(run={run!r}, task={status.ready[0]!r})"
+    for active in status.active:
+        unmet = [g for g in active.gates if not g.ok and g.gate != "dependencies"]
+        if unmet and active.status in ("in_progress", "approved"):
+            first = unmet[0]
+            if first.gate == "merge" and "changes nothing" in first.reason:
+                return f"work on task {active.task!r} in {active.worktree} and commit"
+            return f"task {active.task!r}: {first.gate}: {first.reason} Next: {first.next_step}"
+    if by_status.get("in_review"):
+        return f"get_status({run!r}) again shortly: task {by_status['in_review'][0]!r} is being reviewed"
+    total = sum(counts.values())
+    done = counts.get("accepted", 0) + counts.get("cancelled", 0)
+    if total and done == total:
+        _, gates = evaluate_run(env, run)
+        unmet_run = next((g for g in gates if not g.ok), None)
+        if unmet_run is None:
+            return f"accept_run(run={run!r})"
+        return f"{unmet_run.gate}: {unmet_run.reason} Next: {unmet_run.next_step}"
+    if status.blocked:
+        return f"tasks are blocked: {status.blocked[0].task} is {status.blocked[0].reason}"
+    return f"get_status({run!r})"

@@ -1,0 +1,115 @@
+"""``get_status``: where a run stands and the one next action that makes sense.
+
+Output stays small on big runs: counts, then at most ``LIMIT`` entries of each list with a
+``more`` count. Everything is read in one snapshot through indexes; no query here walks the
+events table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..env import Env
+from ..models import Blocked, RunLine, RunStatus, StatusResult
+from .activity import active_tasks, next_action, run_risks
+
+LIMIT = 10
+RUNS_LIMIT = 20
+
+
+def list_runs(env: Env) -> StatusResult:
+    rows = env.store.rows(
+        "SELECT r.id, r.goal, r.stage, r.repo, r.created_at,"
+        " (SELECT COUNT(*) FROM tasks t WHERE t.run_id = r.id) AS tasks"
+        " FROM runs r ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+        (RUNS_LIMIT,),
+    )
+    total = int(env.store.scalar("SELECT COUNT(*) FROM runs"))
+    lines = [
+        RunLine(
+            run=r["id"],
+            goal=_short(r["goal"]),
+            stage=r["stage"],
+            repo=r["repo"],
+            created_at=r["created_at"],
+            tasks=r["tasks"],
+        )
+        for r in rows
+    ]
+    next_action = (
+        "start_run(repo=..., goal=...)"
+        if not lines
+        else f"get_status(run={lines[0].run!r}) for the newest run's details"
+    )
+    return StatusResult(runs=lines, runs_total=total, next_action=next_action)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def blocked_reasons(reader: Any, run: str, limit: int) -> list[Blocked]:
+    rows = reader.rows(
+        "SELECT t.id, e.depends_on, d.status FROM"
+        " (SELECT id, seq FROM tasks WHERE run_id = ? AND status = 'blocked' ORDER BY seq LIMIT ?) t"
+        " JOIN task_edges e ON e.run_id = ? AND e.task_id = t.id"
+        " JOIN tasks d ON d.run_id = ? AND d.id = e.depends_on"
+        " ORDER BY t.seq",
+        (run, limit, run, run),
+    )
+    waiting: dict[str, list[str]] = {}
+    for row in rows:
+        if row["status"] != "accepted":
+            waiting.setdefault(row["id"], []).append(f"{row['depends_on']} ({row['status']})")
+    return [Blocked(task=task, reason="waiting for " + ", ".join(deps)) for task, deps in waiting.items()]
+
+
+def run_status(env: Env, run: str) -> StatusResult:
+    with env.store.snapshot() as reader:
+        run_row = env.run_row(run)
+        counts = {
+            r["status"]: r["n"]
+            for r in reader.rows("SELECT status, COUNT(*) AS n FROM tasks WHERE run_id = ? GROUP BY status", (run,))
+        }
+        ready = [
+            r["id"]
+            for r in reader.rows(
+                "SELECT id FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT ?", (run, LIMIT)
+            )
+        ]
+        blocked = blocked_reasons(reader, run, LIMIT)
+        active, active_total = active_tasks(env, reader, run_row, LIMIT)
+        risks = run_risks(env, reader, run_row, active)
+    more = {
+        name: total - len(shown)
+        for name, total, shown in (
+            ("ready", counts.get("ready", 0), ready),
+            ("blocked", counts.get("blocked", 0), blocked),
+            ("active", active_total, active),
+        )
+        if total > len(shown)
+    }
+    status = RunStatus(
+        run=run,
+        goal=_short(run_row["goal"], 300),
+        stage=run_row["stage"],
+        repo=run_row["repo"],
+        base_sha=run_row["base_sha"],
+        integration_branch=run_row["integration_branch"],
+        counts=counts,
+        ready=ready,
+        blocked=blocked,
+        active=active,
+        risks=risks,
+        more=more,
+    )
+    return StatusResult(status=status, next_action=next_action(env, run_row, status))
+
+
+def get_status(env: Env, run: str | None = None) -> StatusResult:
+    """The runs (newest first) without ``run``; one run's state and next action with it.
+
+    Raises:
+        NotFound: an unknown run.
+    """
+    return list_runs(env) if run is None else run_status(env, run)

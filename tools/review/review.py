@@ -1,0 +1,510 @@
+"""Reviews: the packet a second model reviews, the durable review job, and the outcome.
+
+``request_review`` refuses to send unverified work: the task's required checks must pass as
+``direct`` evidence on its head, and the diff must not be empty. It writes the packet (envelope,
+the requirements served, the diff ``base..head``, the evidence summary, and a fresh nonce) as
+artifacts and as one prompt, binds the review to ``(task, head sha, diff sha256)``, moves the task
+to ``in_review`` and queues a ``review`` job (or, for a manual reviewer, waits for
+``planegate review submit``). A release review (``release=True``) does the same for
+``base..integration`` once every task is accepted or cancelled.
+
+The job asks the reviewer, parses the reply (``review_parse``), sends one repair prompt when the
+reply is unusable, and otherwise records the review ``incomplete``. A completed review moves the
+task to ``approved`` or ``changes_requested`` — only if the task is still on the reviewed head.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+from planegate.store import Writer
+
+from ..control.artifacts import store_artifact
+from ..control.runs import current_requirements, move_task, set_stage
+from ..control.tasks import settle_status
+from ..env import Env
+from ..errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
+from ..execution.envelope import render_envelope
+from ..execution.jobs import JobContext, JobLost, enqueue
+from ..gates.facts import evaluate_task, executor_identity
+from ..gates.gates import same_identity
+from ..gates.release import evaluate_run
+from ..models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
+from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
+from .reviewers import make_reviewer, reviewer_identity
+
+SCHEMA_EXAMPLE = (
+    '{"review_id": "%s", "verdict": "approve | request_changes | reject", "summary": "…", '
+    '"findings": [{"severity": "critical|high|medium|low|info", "file": "path", "line": 0, "title": "…", '
+    '"detail": "…", "suggestion": "…"}], "missing_tests": ["…"], '
+    '"requirements": [{"id": "R1", "status": "met|partial|unmet", "note": "…"}]}'
+)
+PACKET_FILES = ("envelope.md", "requirements.md", "evidence.md", "diff.patch")
+
+
+def _instructions(subject: str, nonce: str, attached: bool) -> str:
+    where = (
+        "The review packet is attached as files: envelope.md (the task as it was given), requirements.md "
+        "(the frozen requirements it must meet, with acceptance criteria), evidence.md (checks the server ran on "
+        "this commit) and diff.patch (the change)."
+        if attached
+        else "The review packet follows: the task as it was given, the frozen requirements it must meet with their "
+        "acceptance criteria, the checks the server ran on this commit, and the change as a diff."
+    )
+    return (
+        f"You are the second-model reviewer of {subject}. Review only this change, against its requirements and "
+        f"acceptance criteria: correctness, missing or weak tests, security, and scope. {where}\n\n"
+        f"Answer with exactly one JSON block between the lines {BEGIN} and {END}, in this shape "
+        f'(review_id must be exactly "{nonce}"):\n\n{BEGIN}\n```json\n{SCHEMA_EXAMPLE % nonce}\n```\n{END}\n\n'
+        "verdict: approve only when every requirement is met and nothing serious is wrong; request_changes for "
+        "fixable problems; reject when the approach is wrong. A finding of severity high or critical blocks "
+        "acceptance. You may write your reasoning before the block.\n"
+    )
+
+
+def _requirements_text(env: Env, run: str, served: list[str] | None) -> str:
+    requirements = current_requirements(env, run)
+    lines = []
+    for rid, req in sorted(requirements.items()):
+        if served is not None and rid not in served:
+            continue
+        lines.append(f"- {rid}: {req['statement']}")
+        lines += [f"  - {c}" for c in req["criteria"]]
+    return "\n".join(lines) + "\n"
+
+
+def _evidence_text(env: Env, run: str, task: str | None, head: str) -> str:
+    rows = env.store.rows(
+        "SELECT id, kind, label, exit_code, summary FROM evidence WHERE run_id = ? AND task_id IS ? AND head_sha = ?"
+        " ORDER BY id",
+        (run, task, head),
+    )
+    if not rows:
+        return "(none)\n"
+    return "".join(
+        f"- [{r['label']}] {r['kind']}: exit {r['exit_code']} — {r['summary'].splitlines()[0]}\n" for r in rows
+    )
+
+
+def _write_packet(folder: Path, parts: dict[str, str]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, text in parts.items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        paths[name] = path
+    return paths
+
+
+REQUIREMENTS_HEADING = "## Requirements to meet"
+
+
+def _demote(markdown: str) -> str:
+    """Headings one level down, so an embedded document nests under the packet's own sections."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines()) + "\n"
+
+
+def _full_prompt(instructions: str, parts: dict[str, str]) -> str:
+    return (
+        f"{instructions}\n## The task as it was given\n\n{_demote(parts['envelope.md'])}\n"
+        f"{REQUIREMENTS_HEADING}\n\n{parts['requirements.md']}\n"
+        f"## Evidence from the server's checks\n\n{parts['evidence.md']}\n"
+        f"## The change\n\n```diff\n{parts['diff.patch']}```\n"
+    )
+
+
+def request_review(env: Env, run: str, task: str | None = None, release: bool = False) -> ReviewRequestResult:
+    """Build the review packet and queue the review; returns at once with the review id.
+
+    Raises:
+        InvalidInput: neither a task nor release given; the reviewer is the task's executor.
+        WrongState: the task is not dispatched; required checks lack passing direct evidence on
+            the head; the diff is empty; for a release, tasks are still open.
+    """
+    run_row = env.run_row(run)
+    policy = env.policy(run_row)
+    repo = env.repo(run_row["repo"])
+    identity = reviewer_identity(policy)
+    if release:
+        task = None
+        facts_run, run_gates = evaluate_run(env, run)
+        for gate in run_gates:
+            if gate.gate in ("tasks", "checks") and not gate.ok:
+                raise WrongState(f"not ready for the release review: {gate.reason} Next: {gate.next_step}")
+        base, head = run_row["base_sha"], facts_run.integration_head
+        assert head is not None
+        subject = f"the whole change of run {run!r} ({run_row['goal']})"
+        envelope = f"# Release of run {run}\n\nGoal: {run_row['goal']}\n"
+        served = None
+    elif task is None:
+        raise InvalidInput("give the task to review, or release=True for the whole run")
+    else:
+        row = settle_status(env, run, task)
+        if row["status"] not in ACTIVE_STATUSES:
+            raise WrongState(f"task {task!r} is {row['status']}; only a dispatched task can be reviewed")
+        executor = executor_identity(row, policy)
+        if same_identity(identity, executor):
+            raise InvalidInput(
+                f"reviewer {identity!r} is the task's own executor ({executor}); a second model must review: "
+                "set another [review] reviewer in .planegate/policy.toml"
+            )
+        facts, gates = evaluate_task(env, run_row, row, live=False)
+        checks = next(g for g in gates if g.gate == "checks")
+        if not checks.ok:
+            raise WrongState(f"not sending unverified work to a reviewer: {checks.reason} Next: {checks.next_step}")
+        base, head = row["base_sha"], facts.head_sha
+        assert head is not None
+        subject = f"task {task!r} of run {run!r}"
+        envelope = render_envelope(env, run, task)
+        served = json.loads(row["requirements"])
+    diff = repo.diff(base, head)
+    if not diff.files:
+        raise WrongState(f"the change {base[:12]}..{head[:12]} is empty; there is nothing to review")
+    existing = env.store.one(
+        "SELECT id FROM reviews WHERE run_id = ? AND task_id IS ? AND head_sha = ? AND diff_sha256 = ?"
+        " AND status IN ('queued', 'running', 'waiting')",
+        (run, task, head, diff.sha256),
+    )
+    if existing:
+        return review_request_result(env, existing["id"], note="a review of this commit is already under way; ")
+    review_id = f"rv-{secrets.token_hex(5)}"
+    nonce = secrets.token_hex(12)
+    parts = {
+        "envelope.md": envelope,
+        "requirements.md": _requirements_text(env, run, served),
+        "evidence.md": _evidence_text(env, run, task, head),
+        "diff.patch": diff.text,
+    }
+    folder = env.settings.artifacts / run / (task or "_run") / review_id
+    parts["prompt.md"] = _full_prompt(_instructions(subject, nonce, attached=False), parts)
+    parts["prompt-attached.md"] = _instructions(subject, nonce, attached=True)
+    files = _write_packet(folder, parts)
+    manual = policy.review.reviewer == "manual"
+    with env.write() as w:
+        w.insert(
+            "reviews",
+            {
+                "id": review_id,
+                "run_id": run,
+                "task_id": task,
+                "nonce": nonce,
+                "reviewer": identity,
+                "status": "waiting" if manual else "queued",
+                "base_sha": base,
+                "head_sha": head,
+                "diff_sha256": diff.sha256,
+                "requirements_version": run_row["requirements_version"],
+                "executor": None if task is None else executor_identity(env.task_row(run, task), policy),
+                "created_at": w.at,
+            },
+        )
+        artifacts = [
+            store_artifact(w, env, run=run, task=task, owner=f"review:{review_id}", source=p) for p in files.values()
+        ]
+        job = (
+            None
+            if manual
+            else enqueue(w, run=run, task=task, kind="review", payload={"review": review_id}, max_attempts=2)
+        )
+        if job is not None:
+            w.execute("UPDATE reviews SET job_id = ? WHERE id = ?", (job, review_id))
+        w.event(
+            "review.requested",
+            run=run,
+            task=task,
+            review=review_id,
+            reviewer=identity,
+            head_sha=head,
+            diff_sha256=diff.sha256,
+            job=job,
+            packet={a.name: a.sha256 for a in artifacts},
+        )
+        if task is not None:
+            current = env.task_row(run, task)
+            if current["status"] != "in_review":
+                move_task(w, run, task, current["status"], "in_review", "task.in_review", review=review_id)
+        elif run_row["stage"] == "executing":
+            set_stage(w, run_row, "release_review", "run.release_review", review=review_id)
+    return review_request_result(env, review_id)
+
+
+def review_row(env: Env, review: str) -> dict[str, Any]:
+    row = env.store.one("SELECT * FROM reviews WHERE id = ?", (review,))
+    if row is None:
+        raise NotFound(f"review {review!r} not found; request_review returns review ids")
+    return row
+
+
+def _packet_path(env: Env, row: dict[str, Any], name: str) -> Path:
+    return env.settings.artifacts / row["run_id"] / (row["task_id"] or "_run") / row["id"] / name
+
+
+def repair_prompt(problem: str, nonce: str) -> str:
+    return (
+        f"Your reply could not be used: {problem}. Reply again with only the review as one JSON block between the "
+        f'lines {BEGIN} and {END}, following the schema given, with "review_id": "{nonce}".'
+    )
+
+
+def _with_heartbeat(ctx: JobContext, progress: str, call: Any) -> Any:
+    """Run a long blocking call in a thread while this job keeps its lease."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the job thread below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"review-{ctx.job['id']}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=1.0)
+        ctx.heartbeat(progress)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def run_review_job(ctx: JobContext) -> dict[str, Any]:
+    """The ``review`` job: ask (or re-read), parse, repair once, record."""
+    from planegate.bridge import BridgeError, SelectorDrift
+
+    env = ctx.env
+    row = review_row(env, ctx.payload["review"])
+    if row["status"] in ("completed", "incomplete", "failed"):
+        return {"review": row["id"], "status": row["status"]}
+    policy = env.policy(env.run_row(row["run_id"]))
+    folder = _packet_path(env, row, "")
+    reviewer = make_reviewer(policy, env.settings, folder, on_tick=lambda _: ctx.heartbeat())
+    with env.write(actor=f"worker:{ctx.worker}") as w:
+        w.execute("UPDATE reviews SET status = 'running' WHERE id = ? AND status = 'queued'", (row["id"],))
+    conversation = row["conversation_url"]
+
+    def sent(url: str) -> None:
+        nonlocal conversation
+        conversation = url
+        with env.write(actor=f"worker:{ctx.worker}") as w:
+            w.execute("UPDATE reviews SET conversation_url = ? WHERE id = ?", (url, row["id"]))
+            w.event("review.sent", run=row["run_id"], task=row["task_id"], review=row["id"], conversation=url)
+
+    full_prompt = (folder / "prompt.md").read_text(encoding="utf-8")
+    try:
+        if conversation:
+            reply = _with_heartbeat(ctx, "re-reading the review conversation", lambda: reviewer.recover(conversation))
+        elif policy.review.reviewer == "chatgpt":
+            files = [folder / name for name in PACKET_FILES]
+            prompt = (folder / "prompt-attached.md").read_text(encoding="utf-8")
+            reply = _with_heartbeat(ctx, "waiting for the reviewer", lambda: reviewer.ask(prompt, files, sent))
+        else:
+            reply = reviewer.ask(full_prompt, [], sent)
+        try:
+            parsed = parse_reply(reply, row["nonce"])
+            replies = [reply]
+        except ReplyProblem as problem:
+            repair = repair_prompt(str(problem), row["nonce"])
+            second = _with_heartbeat(
+                ctx,
+                "waiting for the reviewer's repaired answer",
+                lambda: reviewer.repair(full_prompt, reply, repair, conversation),
+            )
+            replies = [reply, second]
+            try:
+                parsed = parse_reply(second, row["nonce"])
+            except ReplyProblem as again:
+                record_outcome(env, row, replies, None, str(again), actor=f"worker:{ctx.worker}")
+                return {"review": row["id"], "status": "incomplete"}
+    except JobLost:
+        raise
+    except SelectorDrift as exc:
+        _incident(env, row, "bridge drift", exc.report)
+        _fail(env, row, f"ChatGPT's page no longer matches the selector profile: {exc}")
+        raise ReviewError(f"review {row['id']}: {exc}\n{exc.report}") from exc
+    except (BridgeError, ReviewError, ExecutionError) as exc:
+        _fail(env, row, str(exc))
+        raise ReviewError(f"review {row['id']} failed: {exc}") from exc
+    record_outcome(env, row, replies, parsed, None, actor=f"worker:{ctx.worker}")
+    return {"review": row["id"], "status": "completed", "verdict": parsed.verdict}
+
+
+def _incident(env: Env, row: dict[str, Any], kind: str, report: str) -> None:
+    with env.write() as w:
+        event = w.event(
+            "bridge.incident", run=row["run_id"], task=row["task_id"], review=row["id"], kind=kind, report=report[:4000]
+        )
+        w.insert(
+            "risks",
+            {
+                "run_id": row["run_id"],
+                "task_id": row["task_id"],
+                "kind": "incident",
+                "detail": f"{kind} during review {row['id']}: {report.splitlines()[0] if report else ''}",
+                "event_id": event,
+                "created_at": w.at,
+            },
+        )
+
+
+def _fail(env: Env, row: dict[str, Any], error: str) -> None:
+    with env.write() as w:
+        w.execute(
+            "UPDATE reviews SET status = 'failed', error = ?, completed_at = ? WHERE id = ?",
+            (error[:4000], w.at, row["id"]),
+        )
+        w.event("review.failed", run=row["run_id"], task=row["task_id"], review=row["id"], error=error[:1000])
+        _return_task(w, env, row, "in_progress")
+
+
+def _return_task(w: Writer, env: Env, row: dict[str, Any], status: str) -> None:
+    """Move the reviewed task out of in_review: to ``status`` while it still sits on the reviewed
+    head, back to in_progress when it has moved on since."""
+    if row["task_id"] is None:
+        return
+    task = w.one("SELECT status, branch FROM tasks WHERE run_id = ? AND id = ?", (row["run_id"], row["task_id"]))
+    if task is None or task["status"] != "in_review":
+        return
+    head = env.repo(env.run_row(row["run_id"])["repo"]).branch_sha(task["branch"])
+    if head != row["head_sha"]:
+        status = "in_progress"
+    move_task(w, row["run_id"], row["task_id"], "in_review", status, "task.reviewed", review=row["id"], head_sha=head)
+
+
+def record_outcome(
+    env: Env, row: dict[str, Any], replies: list[str], parsed: ReviewReply | None, problem: str | None, actor: str
+) -> None:
+    folder = _packet_path(env, row, "")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "reply.md").write_text("\n\n---\n\n".join(replies), encoding="utf-8")
+    sources = [folder / "reply.md"]
+    if parsed is not None:
+        (folder / "review.json").write_text(parsed.model_dump_json(indent=2), encoding="utf-8")
+        sources.append(folder / "review.json")
+    with env.write(actor=actor) as w:
+        artifacts = [
+            store_artifact(w, env, run=row["run_id"], task=row["task_id"], owner=f"review:{row['id']}", source=p)
+            for p in sources
+        ]
+        if parsed is None:
+            w.execute(
+                "UPDATE reviews SET status = 'incomplete', error = ?, reply = ?, completed_at = ? WHERE id = ?",
+                (problem, replies[-1][:20_000], w.at, row["id"]),
+            )
+            w.event(
+                "review.incomplete",
+                run=row["run_id"],
+                task=row["task_id"],
+                review=row["id"],
+                problem=problem,
+                artifacts={a.name: a.sha256 for a in artifacts},
+            )
+            _return_task(w, env, row, "in_progress")
+            return
+        w.execute(
+            "UPDATE reviews SET status = 'completed', verdict = ?, summary = ?, reply = ?, completed_at = ?"
+            " WHERE id = ?",
+            (parsed.verdict, parsed.summary[:4000], parsed.model_dump_json(), w.at, row["id"]),
+        )
+        w.conn.executemany(
+            "INSERT INTO findings (review_id, idx, severity, file, line, title, detail, suggestion)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (row["id"], i, f.severity, f.file, f.line, f.title[:500], f.detail[:4000], f.suggestion[:4000])
+                for i, f in enumerate(parsed.findings)
+            ],
+        )
+        w.event(
+            "review.completed",
+            run=row["run_id"],
+            task=row["task_id"],
+            review=row["id"],
+            verdict=parsed.verdict,
+            findings=len(parsed.findings),
+            head_sha=row["head_sha"],
+            artifacts={a.name: a.sha256 for a in artifacts},
+        )
+        _return_task(w, env, row, "approved" if parsed.verdict == "approve" else "changes_requested")
+
+
+def submit_review(env: Env, review: str, text: str) -> ReviewResult:
+    """A human's answer to a manual review, validated like any reviewer's reply.
+
+    Raises:
+        WrongState: the review is not waiting for a manual answer.
+        InvalidInput: the answer is unusable (the review keeps waiting for a corrected one).
+    """
+    row = review_row(env, review)
+    if row["status"] != "waiting":
+        raise WrongState(f"review {review!r} is {row['status']}; only a manual review that is waiting takes an answer")
+    try:
+        parsed = parse_reply(text, row["nonce"])
+    except ReplyProblem as problem:
+        raise InvalidInput(f"answer refused, the review still waits: {problem}") from problem
+    record_outcome(env, row, [text], parsed, None, actor=env.settings.actor)
+    return review_result(env, review)
+
+
+def review_result(env: Env, review: str) -> ReviewResult:
+    row = review_row(env, review)
+    run, task = row["run_id"], row["task_id"]
+    run_row = env.run_row(run)
+    branch = run_row["integration_branch"] if task is None else env.task_row(run, task)["branch"]
+    current_head = env.repo(run_row["repo"]).branch_sha(branch) if branch else None
+    findings = [
+        FindingLine(severity=f["severity"], title=f["title"], file=f["file"], line=f["line"], detail=f["detail"] or "")
+        for f in env.store.rows("SELECT * FROM findings WHERE review_id = ? ORDER BY idx", (review,))
+    ]
+    parsed = json.loads(row["reply"]) if row["status"] == "completed" and row["reply"] else {}
+    subject = f"run={run!r}, task={task!r}" if task else f"run={run!r}"
+    state = row["status"]
+    if state in ("queued", "running"):
+        next_step = f"the review is {state}; call get_review({review!r}) again"
+    elif state == "waiting":
+        next_step = f"a human answers with `planegate review submit {review} --file answer.json`"
+    elif state == "completed" and row["verdict"] == "approve":
+        next_step = f"accept_task({subject})" if task else f"accept_run(run={run!r})"
+    elif state == "completed":
+        next_step = "address the findings, commit, run_checks, then request_review again"
+    else:
+        next_step = f"the review is {state}: {row['error']}; fix the cause, then request_review({subject}) again"
+    return ReviewResult(
+        review=review,
+        run=run,
+        task=task,
+        state=state,
+        reviewer=row["reviewer"],
+        verdict=row["verdict"],
+        summary=row["summary"],
+        head_sha=row["head_sha"],
+        stale=current_head is not None and current_head != row["head_sha"],
+        findings=findings,
+        missing_tests=parsed.get("missing_tests", []),
+        requirements={r["id"]: r["status"] for r in parsed.get("requirements", [])},
+        conversation_url=row["conversation_url"],
+        error=row["error"],
+        next_step=next_step,
+    )
+
+
+def review_request_result(env: Env, review: str, note: str = "") -> ReviewRequestResult:
+    row = review_row(env, review)
+    folder = _packet_path(env, row, "")
+    return ReviewRequestResult(
+        review=review,
+        run=row["run_id"],
+        task=row["task_id"],
+        state=row["status"],
+        reviewer=row["reviewer"],
+        head_sha=row["head_sha"],
+        job=row["job_id"],
+        packet=str(folder),
+        next_step=note
+        + (
+            f"a human answers with `planegate review submit {review} --file answer.json`"
+            if row["status"] == "waiting"
+            else f"get_review({review!r})"
+        ),
+    )

@@ -1,0 +1,128 @@
+"""Reviewer backends behind one small protocol, chosen by the policy's ``[review] reviewer``.
+
+- ``chatgpt``: the user's logged-in ChatGPT web session through the Playwright bridge; the
+  packet files are uploaded, the conversation URL is reported as soon as the prompt is sent, and
+  a restarted job re-reads that conversation instead of sending again.
+- ``command``: any CLI given the prompt on stdin that prints its answer on stdout (``codex exec
+  -``, ``claude -p``); stateless, so a repair is a fresh call with the earlier reply quoted.
+- ``manual``: no process at all; a human answers with ``planegate review submit`` and the same
+  parsing applies (see ``review.submit_review``).
+
+``identity`` names the reviewer the way executors are named, so the review gate can refuse a
+model reviewing its own work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from ..config import Settings
+from ..errors import InvalidInput, ReviewError
+from ..execution.procs import DEFAULT_ENV_ALLOW, run_process, scrubbed_env
+from ..gates.gates import command_identity
+from ..policy import Policy
+
+
+class Reviewer(Protocol):
+    identity: str
+
+    def ask(self, prompt: str, files: Sequence[Path], on_sent: Callable[[str], None]) -> str: ...
+
+    def repair(self, prompt: str, reply: str, repair_prompt: str, conversation: str | None) -> str: ...
+
+    def recover(self, conversation: str) -> str: ...
+
+
+def reviewer_identity(policy: Policy) -> str:
+    review = policy.review
+    if review.reviewer == "command":
+        if not review.command:
+            raise InvalidInput(
+                'reviewer "command" needs [review] command = [...] in .planegate/policy.toml, '
+                'e.g. ["codex", "exec", "-"]'
+            )
+        return command_identity(review.command)
+    return review.reviewer
+
+
+class CommandReviewer:
+    def __init__(self, policy: Policy, logs: Path, on_tick: Callable[[float], None] | None = None) -> None:
+        self.identity = reviewer_identity(policy)  # refuses a missing [review] command
+        self.argv = list(policy.review.command or ())
+        self.timeout_s = policy.review.timeout_s
+        self.env = scrubbed_env([*DEFAULT_ENV_ALLOW, *policy.review.env_allow])
+        self.logs = logs
+        self.on_tick = on_tick
+        self.calls = 0
+
+    def _run(self, prompt: str) -> str:
+        self.calls += 1
+        result = run_process(
+            self.argv,
+            cwd=self.logs,
+            timeout_s=self.timeout_s,
+            env=self.env,
+            stdout_path=self.logs / f"reviewer-{self.calls}.stdout.md",
+            stderr_path=self.logs / f"reviewer-{self.calls}.stderr.log",
+            stdin_text=prompt,
+            on_tick=self.on_tick,
+        )
+        if not result.ok:
+            what = "timed out" if result.timed_out else f"exited {result.exit_code}"
+            raise ReviewError(f"reviewer {' '.join(self.argv)!r} {what}: {result.tail(800)}")
+        return result.stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    def ask(self, prompt: str, files: Sequence[Path], on_sent: Callable[[str], None]) -> str:
+        return self._run(prompt)
+
+    def repair(self, prompt: str, reply: str, repair_prompt: str, conversation: str | None) -> str:
+        quoted = reply if len(reply) < 20_000 else reply[:20_000] + "\n…"
+        return self._run(f"{prompt}\n\n---\nYour previous reply was:\n\n{quoted}\n\n---\n{repair_prompt}")
+
+    def recover(self, conversation: str) -> str:
+        raise ReviewError("a command reviewer has no conversation to re-read")
+
+
+class ChatGPTReviewer:
+    identity = "chatgpt"
+
+    def __init__(self, policy: Policy, settings: Settings) -> None:
+        from planegate.bridge import BridgeConfig, ChatGPTBridge, candidate_endpoints
+
+        review = policy.review
+        override = settings.browser_dir / "selectors.json"
+        config = BridgeConfig(
+            endpoints=candidate_endpoints(os.environ.get("PLANEGATE_CDP_URL"), review.cdp_urls or None),
+            base_url=review.base_url,
+            project=review.project,
+            model_hint=review.model_hint,
+            selectors_override=override if override.is_file() else None,
+            reply_timeout_s=review.timeout_s,
+            thinking_timeout_s=min(review.timeout_s, 900),
+        )
+        self.bridge = ChatGPTBridge(config, settings.browser_dir / "leases")
+
+    def ask(self, prompt: str, files: Sequence[Path], on_sent: Callable[[str], None]) -> str:
+        return self.bridge.ask(prompt, list(files), on_sent=on_sent).markdown
+
+    def repair(self, prompt: str, reply: str, repair_prompt: str, conversation: str | None) -> str:
+        if conversation is None:
+            raise ReviewError("the conversation URL was not recorded, so no repair prompt can be sent")
+        return self.bridge.follow_up(conversation, repair_prompt).markdown
+
+    def recover(self, conversation: str) -> str:
+        return self.bridge.read_reply(conversation).markdown
+
+
+def make_reviewer(
+    policy: Policy, settings: Settings, logs: Path, on_tick: Callable[[float], None] | None = None
+) -> Reviewer:
+    kind = policy.review.reviewer
+    if kind == "command":
+        return CommandReviewer(policy, logs, on_tick)
+    if kind == "chatgpt":
+        return ChatGPTReviewer(policy, settings)
+    raise ReviewError("a manual review has no reviewer process; answer it with `planegate review submit`")
