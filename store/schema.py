@@ -255,6 +255,12 @@ def m003_review(db: Database) -> None:
     )
 
 
+@migrations()
+def m004_review_identity(db: Database) -> None:
+    """What each review compared to tell its reviewer from the task's executor (JSON)."""
+    db.executescript("ALTER TABLE reviews ADD COLUMN identity TEXT;")
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -302,3 +302,93 @@ _TRAILER_SAFE = re.compile(r"[\r\n]+")
 
 def trailers(pairs: dict[str, Any]) -> str:
     return "\n".join(f"{key}: {_TRAILER_SAFE.sub(' ', str(value))}" for key, value in pairs.items())
+
+
+# -- modes, symlinks and blobs of a change ----------------------------------------------------
+# Module functions on purpose: each runs its own git process in the repository's root and shares
+# no object between threads.
+
+SYMLINK_MODE = "120000"
+GITLINK_MODE = "160000"
+
+
+@dataclass(frozen=True)
+class RawChange:
+    """One path of ``git diff --raw base head``: modes and blob ids before and after."""
+
+    path: str
+    old_mode: str
+    new_mode: str
+    old_blob: str
+    new_blob: str
+    status: str
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.new_mode == SYMLINK_MODE and self.status != "D"
+
+
+def _git_bytes(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"git {' '.join(args[:2])} could not run in {root}: {exc}") from exc
+    if done.returncode != 0:
+        raise GitError(
+            f"git {' '.join(args[:2])} failed in {root} (exit {done.returncode}): "
+            f"{done.stderr.decode('utf-8', 'replace').strip()[:600]}"
+        )
+    return done.stdout
+
+
+def raw_changes(repo: GitRepo, base: str, head: str) -> list[RawChange]:
+    """Every path ``base..head`` changes, with its file modes (``120000`` is a symlink)."""
+    out = _git_bytes(repo.root, "diff", "--raw", "-z", "--no-renames", "--no-abbrev", base, head, "--")
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    changes = []
+    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
+        old_mode, new_mode, old_blob, new_blob, status = meta[1:].split(" ")
+        changes.append(RawChange(path, old_mode, new_mode, old_blob, new_blob, status[:1]))
+    return changes
+
+
+def symlink_targets(repo: GitRepo, commit: str) -> dict[str, str]:
+    """Every symlink in ``commit``'s tree and the target it stores (read from git, not the disk)."""
+    listing = _git_bytes(repo.root, "ls-tree", "-r", "-z", "--full-tree", commit).decode("utf-8", "surrogateescape")
+    links: dict[str, str] = {}
+    for entry in listing.split("\0"):
+        meta, _, path = entry.partition("\t")
+        parts = meta.split(" ")
+        if len(parts) == 3 and parts[0] == SYMLINK_MODE:
+            links[path] = parts[2]
+    if not links:
+        return {}
+    batch = _git_bytes(repo.root, "cat-file", "--batch", stdin="".join(f"{b}\n" for b in links.values()).encode())
+    targets: dict[str, str] = {}
+    offset = 0
+    for path in links:
+        header_end = batch.index(b"\n", offset)
+        size = int(batch[offset:header_end].split(b" ")[2])
+        targets[path] = batch[header_end + 1 : header_end + 1 + size].decode("utf-8", "surrogateescape")
+        offset = header_end + 1 + size + 1
+    return targets
+
+
+def read_blob(repo: GitRepo, blob: str, limit: int) -> tuple[bytes, int]:
+    """The first ``limit`` bytes of a blob and its full size; never holds more than ``limit`` bytes."""
+    import subprocess
+
+    size = int(_git_bytes(repo.root, "cat-file", "-s", blob).strip())
+    if size <= limit:
+        return _git_bytes(repo.root, "cat-file", "blob", blob), size
+    with subprocess.Popen(
+        ["git", "cat-file", "blob", blob], cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(limit)
+        proc.kill()
+    return data, size

@@ -61,6 +61,8 @@ class ExecutorSettings(_Section):
     command: list[str] | None = None
     codex: str = "codex"
     model: str | None = None
+    # The model behind the calling agent (the `agent` executor), compared with the reviewer's.
+    agent_model: str | None = None
     codex_args: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=3600, gt=0)
     env_allow: list[str] = Field(default_factory=list)
@@ -69,6 +71,8 @@ class ExecutorSettings(_Section):
 class ReviewSettings(_Section):
     reviewer: Literal["chatgpt", "command", "manual"] = "chatgpt"
     command: list[str] | None = None
+    # The model behind the reviewer, compared with the executor's (model_hint only picks a menu item).
+    model: str | None = None
     project: str | None = None
     model_hint: str | None = None
     cdp_urls: list[str] = Field(default_factory=list)
@@ -260,13 +264,15 @@ require_human_approval = true
 [executor]
 # command = ["python", "scripts/agent.py"]   # argv the `command` executor runs in the worktree
 codex = "codex"                               # the Codex CLI the `codex` executor runs
-# model = "gpt-5-codex"
+# model = "gpt-5-codex"                      # the model the codex executor runs (-m)
+# agent_model = "claude-opus-4-1"            # the model behind your coding agent (the `agent` executor)
 timeout_s = 3600
 env_allow = []                                # extra environment names executors and checks receive
 
 [review]
 reviewer = "chatgpt"      # chatgpt | command | manual
 # command = ["codex", "exec", "-"]           # for reviewer = "command": prompt on stdin, reply on stdout
+# model = "gpt-5"                            # the model behind the reviewer; refused if it is the executor's
 # project = "My project"                     # ChatGPT project to review in
 # model_hint = "Thinking"                    # text of the model menu item to pick
 # cdp_urls = ["http://127.0.0.1:9222"]       # where the logged-in browser listens (or PLANEGATE_CDP_URL)

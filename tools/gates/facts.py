@@ -1,8 +1,8 @@
 """Gathering what the gates judge: ledger rows and git facts about one task at its head.
 
-Git facts that depend only on commits (the diff, its secrets, whether it merges onto a given
-integration head) are cached by commit ids, so repeated ``get_status`` calls cost no git process
-until something moves. The head is read from the branch ref file, not by running git.
+Git facts that depend only on commits (the diff, its secrets, its symlinks, whether it merges onto
+a given integration head) are cached by commit ids, so repeated ``get_status`` calls cost no git
+process until something moves. The head is read from the branch ref file, not by running git.
 """
 
 from __future__ import annotations
@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..env import Env
-from ..gitrepo import DiffFacts, GitRepo, MergeResult
+from ..gitrepo import DiffFacts, GitRepo, MergeResult, RawChange, raw_changes, read_blob, symlink_targets
 from ..policy import Policy
-from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, command_identity, task_gates
-from .secrets import SecretFinding, scan_diff
+from . import identity
+from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, task_gates
+from .links import LinkEscape, escaping_links
+from .secrets import BLOB_SCAN_LIMIT, SecretFinding, scan_blob, scan_diff
 
 _CACHE_SIZE = 256
 _lock = threading.Lock()
-_diffs: OrderedDict[tuple[str, str, str], tuple[DiffFacts, list[SecretFinding]]] = OrderedDict()
+_diffs: OrderedDict[tuple[str, str, str], DiffScan] = OrderedDict()
 _merges: OrderedDict[tuple[str, str, str], MergeResult] = OrderedDict()
 
 
@@ -33,14 +36,53 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
             cache.popitem(last=False)
 
 
-def diff_and_secrets(repo: GitRepo, base: str, head: str) -> tuple[DiffFacts, list[SecretFinding]]:
+@dataclass(frozen=True)
+class DiffScan:
+    """The change ``base..head`` and what it adds that no task may: secrets, links out of the repo."""
+
+    diff: DiffFacts
+    secrets: list[SecretFinding]
+    truncated: list[tuple[str, int]]  # binaries scanned only in their first BLOB_SCAN_LIMIT bytes
+    links_outside: list[LinkEscape]
+
+
+def _binary_secrets(
+    repo: GitRepo, diff: DiffFacts, raw: list[RawChange]
+) -> tuple[list[SecretFinding], list[tuple[str, int]]]:
+    """Secrets in the head blobs of the binary files the change adds or alters (bounded reads)."""
+    binaries = {f.path for f in diff.files if f.binary}
+    found: list[SecretFinding] = []
+    truncated: list[tuple[str, int]] = []
+    for change in raw:
+        # Regular files only (100644/100755): not links, not submodule commits.
+        if change.path not in binaries or change.status == "D" or not change.new_mode.startswith("100"):
+            continue
+        data, size = read_blob(repo, change.new_blob, BLOB_SCAN_LIMIT)
+        before = None
+        if change.status in ("M", "T") and change.old_mode.startswith("100"):
+            before, _ = read_blob(repo, change.old_blob, BLOB_SCAN_LIMIT)
+        found += scan_blob(change.path, data, before)
+        if size > BLOB_SCAN_LIMIT:
+            truncated.append((change.path, size))
+    return found, truncated
+
+
+def _links_outside(repo: GitRepo, head: str, raw: list[RawChange]) -> list[LinkEscape]:
+    """Symlinks the change adds or retargets whose target leaves the repository (modes from git)."""
+    changed = [c.path for c in raw if c.is_symlink]
+    return escaping_links(changed, symlink_targets(repo, head)) if changed else []
+
+
+def diff_scan(repo: GitRepo, base: str, head: str) -> DiffScan:
     key = (str(repo.root), base, head)
     with _lock:
         hit = _diffs.get(key)
     if hit is not None:
         return hit
     diff = repo.diff(base, head)
-    value = (diff, scan_diff(diff.text))
+    raw = raw_changes(repo, base, head)
+    binary_found, truncated = _binary_secrets(repo, diff, raw)
+    value = DiffScan(diff, sorted(scan_diff(diff.text) + binary_found), truncated, _links_outside(repo, head, raw))
     _remember(_diffs, key, value)
     return value
 
@@ -56,13 +98,11 @@ def merge_check(repo: GitRepo, target: str, head: str) -> MergeResult:
     return result
 
 
-def executor_identity(row: dict[str, Any], policy: Policy) -> str:
-    """Who wrote the task's code, as a name comparable with a reviewer's."""
-    if row["executor"] == "codex":
-        return "codex"
-    if row["executor"] == "command" and policy.executor.command:
-        return command_identity(policy.executor.command)
-    return str(row["dispatched_by"] or "agent")
+def executor_identity(row: dict[str, Any], policy: Policy, repo: Path | str | None = None) -> identity.Identity:
+    """Who wrote the task's code, comparable with a reviewer (relative programs found in ``repo``)."""
+    return identity.executor_identity(
+        row["executor"], row["dispatched_by"], policy, cwd=Path(repo) if repo is not None else None
+    )
 
 
 def requirements_changed_at(env: Env, run: str, served: list[str]) -> int:
@@ -77,6 +117,12 @@ def requirements_changed_at(env: Env, run: str, served: list[str]) -> int:
             changed_at = version["version"]
         previous = current
     return changed_at
+
+
+def _recorded_reviewer(row: dict[str, Any]) -> identity.Identity | None:
+    """The reviewer's identity as ``request_review`` recorded it (None on rows from before that)."""
+    recorded = json.loads(row.get("identity") or "null")
+    return identity.Identity.from_json(recorded["reviewer"]) if recorded else None
 
 
 def review_facts(env: Env, run: str, task: str | None, limit: int = 10) -> list[ReviewFacts]:
@@ -101,6 +147,7 @@ def review_facts(env: Env, run: str, task: str | None, limit: int = 10) -> list[
                 open_serious=[
                     f"{f['severity']}: {f['title']}" + (f" ({f['file']})" if f["file"] else "") for f in serious
                 ],
+                identity=_recorded_reviewer(row),
             )
         )
     return facts
@@ -120,9 +167,11 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
             (run, task),
         )
     ]
-    diff, secrets = diff_and_secrets(repo, row["base_sha"], head) if head and row["base_sha"] else (None, [])
+    scan = diff_scan(repo, row["base_sha"], head) if head and row["base_sha"] else None
+    diff = scan.diff if scan else None
     integration = repo.branch_sha(run_row["integration_branch"])
     merge = merge_check(repo, integration, head) if head and integration and diff and diff.files else None
+    executor = executor_identity(row, policy, run_row["repo"])
     dirty = None
     if live and row["worktree"] and Path(row["worktree"]).is_dir():
         dirty = GitRepo(row["worktree"]).dirty_paths()
@@ -135,17 +184,20 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         head_sha=head,
         base_sha=row["base_sha"] or "",
         files=diff.files if diff else [],
-        secrets=secrets,
+        secrets=scan.secrets if scan else [],
         evidence=env.store.rows(
             "SELECT id, kind, label, exit_code, head_sha, summary FROM evidence WHERE run_id = ? AND task_id = ?"
             " ORDER BY id DESC LIMIT 200",
             (run, task),
         ),
-        executor_identity=executor_identity(row, policy),
+        executor_identity=executor.name,
         reviews=review_facts(env, run, task),
         requirements_changed_at=requirements_changed_at(env, run, json.loads(row["requirements"])),
         merge=merge,
         dirty=dirty,
+        executor=executor,
+        links_outside=scan.links_outside if scan else [],
+        secrets_truncated=scan.truncated if scan else [],
     )
 
 

@@ -20,7 +20,9 @@ from ..errors import PlanegateError
 from ..gitrepo import FileChange, MergeResult
 from ..globs import matches_any
 from ..policy import Policy
-from .secrets import SecretFinding
+from .identity import Identity, compare, legacy_identity
+from .links import LinkEscape
+from .secrets import BLOB_SCAN_LIMIT, SecretFinding
 
 SERIOUS = ("critical", "high")
 
@@ -52,6 +54,7 @@ class ReviewFacts:
     reviewer: str
     requirements_version: int
     open_serious: list[str] = field(default_factory=list)
+    identity: Identity | None = None  # the reviewer as resolved when the review was requested
 
 
 @dataclass
@@ -71,6 +74,9 @@ class TaskFacts:
     requirements_changed_at: int
     merge: MergeResult | None
     dirty: list[str] | None = None
+    executor: Identity | None = None
+    links_outside: list[LinkEscape] = field(default_factory=list)
+    secrets_truncated: list[tuple[str, int]] = field(default_factory=list)  # (binary path, full size)
 
 
 def _call(facts: TaskFacts, tool: str) -> str:
@@ -87,6 +93,17 @@ def dependencies_gate(facts: TaskFacts) -> GateResult:
 
 
 def scope_gate(facts: TaskFacts, policy: Policy) -> GateResult:
+    # A committed link out of the repository reaches paths no scope can cover: checks, red→green
+    # and reviews run in the worktree and would read (or write) through it.
+    if facts.links_outside:
+        return GateResult(
+            "scope",
+            False,
+            "commits symlinks that point outside the repository: "
+            + ", ".join(link.describe() for link in facts.links_outside[:10])
+            + ".",
+            "remove them (git rm the link) or point them at a path inside the repository, in a new commit",
+        )
     denied = [f.path for f in facts.files if matches_any(f.path, policy.denied)]
     if denied:
         return GateResult(
@@ -139,15 +156,20 @@ def budget_gate(facts: TaskFacts, policy: Policy) -> GateResult:
 
 
 def secrets_gate(facts: TaskFacts) -> GateResult:
+    limit = f"{BLOB_SCAN_LIMIT // (1024 * 1024)} MiB"
+    truncated = "".join(
+        f" {path} was scanned only in its first {limit} ({size} bytes in all)."
+        for path, size in facts.secrets_truncated
+    )
     if facts.secrets:
-        found = ", ".join(f"{s.kind} at {s.path}:{s.line}" for s in facts.secrets[:10])
+        found = ", ".join(f"{s.kind} at {s.location()}" for s in facts.secrets[:10])
         return GateResult(
             "secrets",
             False,
-            f"secrets in added lines: {found}.",
+            f"secrets in the change: {found}.{truncated}",
             "remove them in a new commit and rotate them (they are in the branch history)",
         )
-    return GateResult("secrets", True, "no secret in added lines")
+    return GateResult("secrets", True, f"no secret in added lines, lock files or binary files.{truncated}")
 
 
 def _latest(evidence: Sequence[dict[str, Any]], kind: str, head: str | None) -> dict[str, Any] | None:
@@ -223,31 +245,14 @@ def red_green_gate(facts: TaskFacts, policy: Policy) -> GateResult:
     return GateResult("red_green", True, "proven on the head")
 
 
-_INTERPRETERS = ("python", "node", "bash", "sh", "ruby", "perl", "uv", "uvx", "npx", "deno", "bun", "env")
-
-
-def command_identity(argv: Sequence[str]) -> str:
-    """``command:<program>``, naming the program an interpreter runs rather than the interpreter."""
-    name = PurePosixPath(argv[0]).name
-    if name.rstrip("0123456789.").startswith(_INTERPRETERS):
-        rest = list(argv[1:])
-        if "-m" in rest and rest.index("-m") + 1 < len(rest):
-            return f"command:{rest[rest.index('-m') + 1]}"
-        target = next((a for a in rest if not a.startswith("-")), None)
-        if target:
-            return f"command:{PurePosixPath(target).name}"
-    return f"command:{name}"
-
-
-def same_identity(a: str, b: str) -> bool:
-    """Whether two actor names denote the same tool (``command:codex`` and ``codex`` do)."""
-
-    def core(name: str) -> str:
-        tail = name.split(":", 1)[-1].split("@", 1)[0]
-        return "".join(ch for ch in PurePosixPath(tail.split(" ", 1)[0]).name.lower() if ch.isalnum())
-
-    x, y = core(a), core(b)
-    return bool(x and y) and (x == y or x in y or y in x)
+def identity_gate(review: ReviewFacts, facts: TaskFacts) -> GateResult | None:
+    """The review gate's refusal when ``review``'s reviewer is the task's executor (see identity.py)."""
+    reviewer = review.identity or legacy_identity(review.reviewer)
+    executor = facts.executor or legacy_identity(facts.executor_identity)
+    check = compare(reviewer, executor)
+    if not check.same:
+        return None
+    return GateResult("review", False, f"review {review.id}: {check.reason(reviewer, executor)}.", check.next_step())
 
 
 def review_gate(facts: TaskFacts, policy: Policy) -> GateResult:
@@ -271,14 +276,9 @@ def review_gate(facts: TaskFacts, policy: Policy) -> GateResult:
             f"review {latest.id} says {latest.verdict}.",
             "address its findings, commit, run_checks, then " + _call(facts, "request_review"),
         )
-    if same_identity(latest.reviewer, facts.executor_identity):
-        return GateResult(
-            "review",
-            False,
-            f"review {latest.id} was made by {latest.reviewer}, the same as the task's executor "
-            f"({facts.executor_identity}); a second model must review.",
-            "configure another reviewer ([review] in the policy) and request_review again",
-        )
+    clash = identity_gate(latest, facts)
+    if clash is not None:
+        return clash
     if latest.requirements_version < facts.requirements_changed_at:
         return GateResult(
             "review",

@@ -1,13 +1,33 @@
-"""Secrets in the lines a change adds, found with detect-secrets.
+"""Secrets a change adds, found with detect-secrets.
 
-Only added lines are scanned: a secret that a change removes is not the change's fault, and a
-secret already on the base is reported against the change that introduced it. The detector is
-detect-secrets with the library's default configuration (every built-in plugin, each with its
-default limits, and the library's default false-positive filters), run in-process.
+Three kinds of content, each scanned the way it can be scanned without drowning in noise:
 
-Invariants: a finding carries the path, the new-file line number and the detector's name, never
-the secret value, so findings can be stored, logged and shown to a model safely.
-``import planegate.tools.gates.secrets`` does not import detect-secrets; the first scan does.
+- Text files: the lines the change adds, with the library's default configuration (every
+  built-in plugin with its default limits, and the library's default false-positive filters).
+- Text files the defaults skip by name — lock files (``package-lock.json``, ``yarn.lock``,
+  ``poetry.lock``, ``Cargo.lock``, ``uv.lock``, ``pnpm-lock.yaml``, …), names with a "non-text"
+  extension (``.svg``, ``.map``, ``.lock``, ``.sum``, …) and anything with "swagger" in its path:
+  their added lines, with the high-confidence detectors only (``HIGH_CONFIDENCE``).
+- Files git treats as binary: the blob at the head (its first ``BLOB_SCAN_LIMIT`` bytes; the
+  caller says so when a blob is longer), cut into printable ASCII and UTF-16LE strings the way
+  ``strings`` does, with the high-confidence detectors only. A secret the base version of the same
+  file already held is not reported again.
+
+A secret that a change removes is not the change's fault, and a secret already on the base is
+reported against the change that introduced it.
+
+High confidence means a detector that matches a fixed, documented token format (a prefix, a
+header, or a structure it validates), so hashes, base64 and random bytes do not trip it: AWS
+keys, private keys, GitHub, GitLab, Slack, Stripe, OpenAI, PyPI, npm, SendGrid, Square OAuth and
+Azure storage keys, and JSON Web Tokens (whose header must decode to JSON). Left out because they
+fire on ordinary lock-file hashes and binary noise: the keyword and entropy detectors, and the
+loose shapes (Artifactory's ``AP…``, Twilio, Mailchimp, Discord, Telegram, basic-auth URLs,
+IBM/SoftLayer/Cloudant keywords, public IPs).
+
+Invariants: a finding carries the path, where in the file (new-file line number, or byte offset
+in a binary) and the detector's name, never the secret value, so findings can be stored, logged
+and shown to a model safely. ``import planegate.tools.gates.secrets`` does not import
+detect-secrets; the first scan does.
 """
 
 from __future__ import annotations
@@ -20,16 +40,88 @@ from typing import Any
 
 from ..errors import InvalidInput
 
-__all__ = ["SecretFinding", "added_lines", "scan_added_lines", "scan_diff"]
+__all__ = [
+    "BLOB_SCAN_LIMIT",
+    "HIGH_CONFIDENCE",
+    "LOCK_FILES",
+    "SecretFinding",
+    "added_lines",
+    "is_lock_file",
+    "scan_added_lines",
+    "scan_blob",
+    "scan_diff",
+]
+
+# How much of one binary blob is read and scanned.
+BLOB_SCAN_LIMIT = 8 * 1024 * 1024
+
+HIGH_CONFIDENCE = (
+    "AWSKeyDetector",
+    "PrivateKeyDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "SlackDetector",
+    "StripeDetector",
+    "OpenAIDetector",
+    "PypiTokenDetector",
+    "NpmDetector",
+    "SendGridDetector",
+    "SquareOAuthDetector",
+    "AzureStorageKeyDetector",
+    "JwtTokenDetector",
+)
+
+# Lock files of the common package managers (detect-secrets skips its own list of them by name).
+LOCK_FILES = frozenset(
+    {
+        "Brewfile.lock.json",
+        "Cargo.lock",
+        "Cartfile.resolved",
+        "Gemfile.lock",
+        "Package.resolved",
+        "Pipfile.lock",
+        "Podfile.lock",
+        "bun.lock",
+        "bun.lockb",
+        "composer.lock",
+        "conda-lock.yml",
+        "deno.lock",
+        "flake.lock",
+        "go.sum",
+        "gradle.lockfile",
+        "mix.lock",
+        "npm-shrinkwrap.json",
+        "package-lock.json",
+        "packages.lock.json",
+        "pdm.lock",
+        "pnpm-lock.yaml",
+        "poetry.lock",
+        "pubspec.lock",
+        "uv.lock",
+        "yarn.lock",
+    }
+)
+
+
+def is_lock_file(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in LOCK_FILES
 
 
 @dataclass(frozen=True, order=True)
 class SecretFinding:
-    """A secret in an added line: where it is and what kind, never its value."""
+    """A secret the change adds: where it is and what kind, never its value.
+
+    ``line`` is the new-file line number; a finding in a binary file has line 0 and says where in
+    ``where`` (``"byte 1024"``).
+    """
 
     path: str
     line: int
     kind: str
+    where: str = ""
+
+    def location(self) -> str:
+        return f"{self.path} ({self.where})" if self.where else f"{self.path}:{self.line}"
 
 
 # --- unified diff parsing --------------------------------------------------------------------
@@ -139,6 +231,15 @@ _SCAN_LOCK = threading.Lock()
 # drops any name that does not exist in the cwd); here the lines come from a diff.
 _DISABLED_FILTERS = ("detect_secrets.filters.common.is_invalid_file",)
 
+# Filters that skip a whole file by its name. The default scan honours them; the high-confidence
+# scan is exactly for the files they skip, so it drops them.
+_NAME_FILTERS = (
+    "detect_secrets.filters.common.is_invalid_file",
+    "detect_secrets.filters.heuristic.is_non_text_file",
+    "detect_secrets.filters.heuristic.is_lock_file",
+    "detect_secrets.filters.heuristic.is_swagger_file",
+)
+
 
 def _runs(lines: Sequence[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
     """Split added lines into runs of consecutive line numbers."""
@@ -152,11 +253,61 @@ def _runs(lines: Sequence[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
         yield run
 
 
+def _check_numbers(files: Mapping[str, Sequence[tuple[int, str]]]) -> None:
+    for path, lines in files.items():
+        for number, _ in lines:
+            if number < 1:
+                raise InvalidInput(f"added line {number} of {path!r} is not a line number; line numbers start at 1")
+
+
+def _config(high_confidence: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """detect-secrets settings for one scan, and the filters to drop after loading them."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.settings import Settings
+
+    defaults = list(Settings().filters)
+    plugins: list[str] = list(HIGH_CONFIDENCE)
+    dropped: tuple[str, ...] = _NAME_FILTERS
+    if not high_confidence:
+        plugins = [str(plugin.__name__) for plugin in get_mapping_from_secret_type_to_class().values()]
+        dropped = _DISABLED_FILTERS
+    config = {
+        "plugins_used": [{"name": name} for name in plugins],
+        "filters_used": [{"path": path} for path in defaults if path not in dropped],
+    }
+    return config, dropped
+
+
+def _scan(files: Mapping[str, Sequence[tuple[int, str]]], *, high_confidence: bool) -> tuple[set[Any], list[str]]:
+    """(path, line, secret) for every secret in ``files``, and the paths the default
+    configuration skips by name (always empty for the high-confidence scan)."""
+    from detect_secrets.core import scan
+    from detect_secrets.settings import transient_settings
+
+    config, dropped = _config(high_confidence)
+    found: set[Any] = set()
+    skipped: list[str] = []
+    with _SCAN_LOCK, transient_settings(config) as settings:
+        settings.disable_filters(*dropped)
+        for path, lines in files.items():
+            if not high_confidence and scan._is_filtered_out(required_filter_parameters=["filename"], filename=path):
+                skipped.append(path)
+                continue
+            for run in _runs(lines):
+                # The library numbers lines by their index in the list it is given (its code
+                # snippets index into that list), so scan 1..n and map back to file lines.
+                texts = [text for _, text in run]
+                for secret in scan._process_line_based_plugins(list(enumerate(texts, start=1)), filename=path):
+                    found.add((path, run[secret.line_number - 1][0], secret))
+    return found, skipped
+
+
 def scan_added_lines(files: Mapping[str, Sequence[tuple[int, str]]]) -> list[SecretFinding]:
     """Secrets detect-secrets finds in the given added lines, sorted by path and line.
 
     Each file's lines are scanned under its own name (plugins such as the keyword detector
-    behave per file type, and lock files or non-text files are skipped as the library does).
+    behave per file type). Files the library's defaults skip by name (lock files, "non-text"
+    extensions, swagger) are scanned with the high-confidence detectors instead of not at all.
     Consecutive lines are scanned together, so an ``allowlist nextline`` pragma on an added line
     applies to the added line after it, and never across a gap. One finding per (path, line,
     kind). Thread-safe.
@@ -164,35 +315,14 @@ def scan_added_lines(files: Mapping[str, Sequence[tuple[int, str]]]) -> list[Sec
     Raises:
         InvalidInput: a line number below 1.
     """
-    for path, lines in files.items():
-        for number, _ in lines:
-            if number < 1:
-                raise InvalidInput(f"added line {number} of {path!r} is not a line number; line numbers start at 1")
+    _check_numbers(files)
     if not any(files.values()):
         return []
-
-    from detect_secrets.core import scan
-    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
-    from detect_secrets.settings import Settings, transient_settings
-
-    plugin_classes: list[type] = list(get_mapping_from_secret_type_to_class().values())
-    config: dict[str, Any] = {
-        "plugins_used": [{"name": plugin.__name__} for plugin in plugin_classes],
-        "filters_used": [{"path": path} for path in Settings().filters if path not in _DISABLED_FILTERS],
-    }
-    found: set[SecretFinding] = set()
-    with _SCAN_LOCK, transient_settings(config) as settings:
-        settings.disable_filters(*_DISABLED_FILTERS)
-        for path, lines in files.items():
-            if scan._is_filtered_out(required_filter_parameters=["filename"], filename=path):
-                continue
-            for run in _runs(lines):
-                # The library numbers lines by their index in the list it is given (its code
-                # snippets index into that list), so scan 1..n and map back to file lines.
-                texts = [text for _, text in run]
-                for secret in scan._process_line_based_plugins(list(enumerate(texts, start=1)), filename=path):
-                    found.add(SecretFinding(path, run[secret.line_number - 1][0], str(secret.type)))
-    return sorted(found)
+    found, skipped = _scan(files, high_confidence=False)
+    if skipped:
+        more, _ = _scan({path: files[path] for path in skipped}, high_confidence=True)
+        found |= more
+    return sorted({SecretFinding(path, line, str(secret.type)) for path, line, secret in found})
 
 
 def scan_diff(diff_text: str) -> list[SecretFinding]:
@@ -202,3 +332,47 @@ def scan_diff(diff_text: str) -> list[SecretFinding]:
         InvalidInput: as ``added_lines``.
     """
     return scan_added_lines(added_lines(diff_text))
+
+
+# --- binary blobs ----------------------------------------------------------------------------
+
+# Printable ASCII (and tab), as ``strings`` finds it; and the same in UTF-16LE, as Windows
+# binaries store their strings. Shorter runs cannot hold any token the detectors know.
+_MIN_RUN = 8
+_ASCII_RUN = re.compile(rb"[\t\x20-\x7e]{%d,}" % _MIN_RUN)
+_UTF16_RUN = re.compile(rb"(?:[\t\x20-\x7e]\x00){%d,}" % _MIN_RUN)
+
+
+def _strings(data: bytes) -> list[tuple[int, str]]:
+    """(byte offset, text) of every printable run in ``data``, in offset order."""
+    runs = [(m.start(), m.group().decode("ascii")) for m in _ASCII_RUN.finditer(data)]
+    runs += [(m.start(), m.group().decode("utf-16-le")) for m in _UTF16_RUN.finditer(data)]
+    return sorted(runs)
+
+
+def _blob_secrets(path: str, data: bytes) -> dict[tuple[str, str], int]:
+    """(kind, secret hash) → byte offset of its first occurrence in ``data``."""
+    runs = _strings(data)
+    if not runs:
+        return {}
+    found, _ = _scan({path: [(i, text) for i, (_, text) in enumerate(runs, start=1)]}, high_confidence=True)
+    first: dict[tuple[str, str], int] = {}
+    for _, index, secret in sorted(found, key=lambda item: item[1]):
+        first.setdefault((str(secret.type), str(secret.secret_hash)), runs[index - 1][0])
+    return first
+
+
+def scan_blob(path: str, data: bytes, base: bytes | None = None) -> list[SecretFinding]:
+    """Secrets in a binary file's bytes, by the high-confidence detectors, sorted by offset.
+
+    ``base``: the bytes of the same file before the change; a secret found there too is not
+    reported. Findings have line 0 and ``where="byte N"``. Thread-safe.
+    """
+    found = _blob_secrets(path, data)
+    if found and base:
+        before = _blob_secrets(path, base)
+        found = {key: offset for key, offset in found.items() if key not in before}
+    return sorted(
+        (SecretFinding(path, 0, kind, f"byte {offset}") for (kind, _), offset in found.items()),
+        key=lambda f: (int(f.where.split()[1]), f.kind),
+    )

@@ -31,7 +31,7 @@ from ..errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongS
 from ..execution.envelope import render_envelope
 from ..execution.jobs import JobContext, JobLost, enqueue
 from ..gates.facts import evaluate_task, executor_identity
-from ..gates.gates import same_identity
+from ..gates.identity import compare
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
 from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
@@ -128,7 +128,9 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
     run_row = env.run_row(run)
     policy = env.policy(run_row)
     repo = env.repo(run_row["repo"])
-    identity = reviewer_identity(policy)
+    reviewer = reviewer_identity(policy, Path(run_row["repo"]))
+    identity = reviewer.name
+    recorded: dict[str, Any] = {"reviewer": reviewer.to_json()}
     if release:
         task = None
         facts_run, run_gates = evaluate_run(env, run)
@@ -146,12 +148,11 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         row = settle_status(env, run, task)
         if row["status"] not in ACTIVE_STATUSES:
             raise WrongState(f"task {task!r} is {row['status']}; only a dispatched task can be reviewed")
-        executor = executor_identity(row, policy)
-        if same_identity(identity, executor):
-            raise InvalidInput(
-                f"reviewer {identity!r} is the task's own executor ({executor}); a second model must review: "
-                "set another [review] reviewer in .planegate/policy.toml"
-            )
+        executor = executor_identity(row, policy, run_row["repo"])
+        check = compare(reviewer, executor)
+        if check.same:
+            raise InvalidInput(f"{check.reason(reviewer, executor)}. Next: {check.next_step()}")
+        recorded |= {"executor": executor.to_json(), **check.to_json()}
         facts, gates = evaluate_task(env, run_row, row, live=False)
         checks = next(g for g in gates if g.gate == "checks")
         if not checks.ok:
@@ -198,7 +199,8 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
                 "head_sha": head,
                 "diff_sha256": diff.sha256,
                 "requirements_version": run_row["requirements_version"],
-                "executor": None if task is None else executor_identity(env.task_row(run, task), policy),
+                "executor": None if task is None else recorded["executor"]["name"],
+                "identity": json.dumps(recorded, sort_keys=True),
                 "created_at": w.at,
             },
         )
@@ -218,6 +220,7 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
             task=task,
             review=review_id,
             reviewer=identity,
+            identity=recorded,
             head_sha=head,
             diff_sha256=diff.sha256,
             job=job,

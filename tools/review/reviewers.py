@@ -8,8 +8,9 @@
 - ``manual``: no process at all; a human answers with ``planegate review submit`` and the same
   parsing applies (see ``review.submit_review``).
 
-``identity`` names the reviewer the way executors are named, so the review gate can refuse a
-model reviewing its own work.
+``identity`` names the reviewer the way executors are named; ``reviewer_identity`` resolves it
+(wrappers, symlinks, declared model) so ``request_review`` and the review gate can refuse a model
+reviewing its own work.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 from ..config import Settings
 from ..errors import InvalidInput, ReviewError
 from ..execution.procs import DEFAULT_ENV_ALLOW, run_process, scrubbed_env
-from ..gates.gates import command_identity
+from ..gates import identity
 from ..policy import Policy
 
 
@@ -36,21 +37,23 @@ class Reviewer(Protocol):
     def recover(self, conversation: str) -> str: ...
 
 
-def reviewer_identity(policy: Policy) -> str:
+def reviewer_identity(policy: Policy, repo: Path | None = None) -> identity.Identity:
+    """The configured reviewer, resolved (relative program paths are looked up in ``repo``).
+
+    Raises:
+        InvalidInput: reviewer "command" without ``[review] command``.
+    """
     review = policy.review
-    if review.reviewer == "command":
-        if not review.command:
-            raise InvalidInput(
-                'reviewer "command" needs [review] command = [...] in .planegate/policy.toml, '
-                'e.g. ["codex", "exec", "-"]'
-            )
-        return command_identity(review.command)
-    return review.reviewer
+    if review.reviewer == "command" and not review.command:
+        raise InvalidInput(
+            'reviewer "command" needs [review] command = [...] in .planegate/policy.toml, e.g. ["codex", "exec", "-"]'
+        )
+    return identity.reviewer_identity(policy, cwd=repo)
 
 
 class CommandReviewer:
     def __init__(self, policy: Policy, logs: Path, on_tick: Callable[[float], None] | None = None) -> None:
-        self.identity = reviewer_identity(policy)  # refuses a missing [review] command
+        self.identity = reviewer_identity(policy).name  # refuses a missing [review] command
         self.argv = list(policy.review.command or ())
         self.timeout_s = policy.review.timeout_s
         self.env = scrubbed_env([*DEFAULT_ENV_ALLOW, *policy.review.env_allow])
