@@ -214,7 +214,9 @@ def resolve_command(
     declared = list(models)
     for final in unwrapped.finals:
         if final.kind == "module":
-            names = [final.program.removesuffix(".__main__").removesuffix(".cli").removesuffix(".main")]
+            # `python -m pkg.tool.__main__` is `tool`: the last dotted name that says something.
+            parts = [part for part in final.program.split(".") if part.lower() not in _GENERIC] or [final.program]
+            names = [parts[-1]]
         elif final.kind == "package":
             names = [_package_tool(p) for p in (*final.packages, final.program) if p]
         else:

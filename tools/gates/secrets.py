@@ -306,8 +306,8 @@ def scan_added_lines(files: Mapping[str, Sequence[tuple[int, str]]]) -> list[Sec
     """Secrets detect-secrets finds in the given added lines, sorted by path and line.
 
     Each file's lines are scanned under its own name (plugins such as the keyword detector
-    behave per file type). Files the library's defaults skip by name (lock files, "non-text"
-    extensions, swagger) are scanned with the high-confidence detectors instead of not at all.
+    behave per file type). Lock files (``LOCK_FILES``) and files the library's defaults skip by
+    name ("non-text" extensions, swagger) are scanned with the high-confidence detectors only.
     Consecutive lines are scanned together, so an ``allowlist nextline`` pragma on an added line
     applies to the added line after it, and never across a gap. One finding per (path, line,
     kind). Thread-safe.
@@ -318,9 +318,11 @@ def scan_added_lines(files: Mapping[str, Sequence[tuple[int, str]]]) -> list[Sec
     _check_numbers(files)
     if not any(files.values()):
         return []
-    found, skipped = _scan(files, high_confidence=False)
-    if skipped:
-        more, _ = _scan({path: files[path] for path in skipped}, high_confidence=True)
+    # Lock files are mostly hashes, which the entropy detectors would flag line after line.
+    found, skipped = _scan({p: lines for p, lines in files.items() if not is_lock_file(p)}, high_confidence=False)
+    narrow = [p for p in files if is_lock_file(p)] + skipped
+    if narrow:
+        more, _ = _scan({path: files[path] for path in narrow}, high_confidence=True)
         found |= more
     return sorted({SecretFinding(path, line, str(secret.type)) for path, line, secret in found})
 
