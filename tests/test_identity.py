@@ -198,6 +198,16 @@ def test_a_program_found_on_path_is_followed_to_its_real_file(tools: Path) -> No
     assert compare(reviewer, resolve_command([PY, str(tools / "agent.py")])).same
 
 
+def test_status_views_may_reuse_a_recent_answer_but_acceptance_resolves_again(tools: Path) -> None:
+    (tools / "bot").symlink_to(tools / "other.py")
+    argv = [PY, str(tools / "bot")]
+    first = resolve_command(argv)
+    (tools / "bot").unlink()
+    (tools / "bot").symlink_to(tools / "agent.py")
+    assert resolve_command(argv, fresh=False) == first
+    assert resolve_command(argv).programs == (str((tools / "agent.py").resolve()),)
+
+
 # --- declared models and the agent executor ---------------------------------------------------
 
 

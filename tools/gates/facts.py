@@ -98,10 +98,12 @@ def merge_check(repo: GitRepo, target: str, head: str) -> MergeResult:
     return result
 
 
-def executor_identity(row: dict[str, Any], policy: Policy, repo: Path | str | None = None) -> identity.Identity:
+def executor_identity(
+    row: dict[str, Any], policy: Policy, repo: Path | str | None = None, *, fresh: bool = True
+) -> identity.Identity:
     """Who wrote the task's code, comparable with a reviewer (relative programs found in ``repo``)."""
     return identity.executor_identity(
-        row["executor"], row["dispatched_by"], policy, cwd=Path(repo) if repo is not None else None
+        row["executor"], row["dispatched_by"], policy, cwd=Path(repo) if repo is not None else None, fresh=fresh
     )
 
 
@@ -171,7 +173,7 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
     diff = scan.diff if scan else None
     integration = repo.branch_sha(run_row["integration_branch"])
     merge = merge_check(repo, integration, head) if head and integration and diff and diff.files else None
-    executor = executor_identity(row, policy, run_row["repo"])
+    executor = executor_identity(row, policy, run_row["repo"], fresh=live)
     dirty = None
     if live and row["worktree"] and Path(row["worktree"]).is_dir():
         dirty = GitRepo(row["worktree"]).dirty_paths()

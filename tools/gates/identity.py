@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -193,6 +194,13 @@ def _locate(program: str, cwd: Path | None, search_path: str | None, *, script: 
     return os.path.realpath(found) if found else None
 
 
+# Resolving walks PATH for every word (~0.5 ms for a few wrappers); status views may reuse an
+# answer this young, acceptance and request_review never do.
+RECENT_S = 2.0
+_recent: dict[tuple[Any, ...], tuple[float, Identity]] = {}
+_recent_lock = threading.Lock()
+
+
 def resolve_command(
     argv: Sequence[str],
     *,
@@ -200,13 +208,33 @@ def resolve_command(
     cwd: Path | None = None,
     search_path: str | None = None,
     models: Sequence[tuple[str, str]] = (),
+    fresh: bool = True,
 ) -> Identity:
     """The identity of a command: its wrappers unwrapped, its program found and its links followed.
 
     ``cwd``: where relative program paths are looked up (the repository). ``search_path``: the
     PATH to search (default: this process's). ``models``: models the policy declares for it.
+    ``fresh=False`` may return an answer resolved in the last ``RECENT_S`` seconds.
     """
     path = search_path if search_path is not None else os.environ.get("PATH", os.defpath)
+    key = (tuple(argv), kind, str(cwd), path, tuple(models))
+    now = time.monotonic()
+    if not fresh:
+        with _recent_lock:
+            hit = _recent.get(key)
+        if hit is not None and now - hit[0] < RECENT_S:
+            return hit[1]
+    found = _resolve(argv, kind, cwd, path, models)
+    with _recent_lock:
+        if len(_recent) > 256:
+            _recent.clear()
+        _recent[key] = (now, found)
+    return found
+
+
+def _resolve(
+    argv: Sequence[str], kind: str, cwd: Path | None, path: str, models: Sequence[tuple[str, str]]
+) -> Identity:
     unwrapped = unwrap(argv, lambda word: _locate(word, cwd, path))
     tools: list[str] = []
     programs: list[str] = []
@@ -270,13 +298,17 @@ def agent_identity(dispatched_by: str | None, policy: Policy) -> Identity:
 
 
 def executor_identity(
-    executor: str | None, dispatched_by: str | None, policy: Policy, cwd: Path | None = None
+    executor: str | None, dispatched_by: str | None, policy: Policy, cwd: Path | None = None, *, fresh: bool = True
 ) -> Identity:
-    """Who wrote a task's code, as an identity comparable with a reviewer's."""
+    """Who wrote a task's code, as an identity comparable with a reviewer's (``fresh``: see resolve_command)."""
     if executor == "codex":
         declared = [(policy.executor.model, "[executor] model")] if policy.executor.model else []
         found = resolve_command(
-            [policy.executor.codex, "exec", *policy.executor.codex_args], kind="codex", cwd=cwd, models=declared
+            [policy.executor.codex, "exec", *policy.executor.codex_args],
+            kind="codex",
+            cwd=cwd,
+            models=declared,
+            fresh=fresh,
         )
         return Identity(
             kind="codex",
@@ -289,7 +321,7 @@ def executor_identity(
             opaque=found.opaque,
         )
     if executor == "command" and policy.executor.command:
-        return resolve_command(policy.executor.command, cwd=cwd)
+        return resolve_command(policy.executor.command, cwd=cwd, fresh=fresh)
     return agent_identity(dispatched_by, policy)
 
 
