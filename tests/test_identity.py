@@ -116,6 +116,7 @@ def test_an_unknown_option_cannot_hide_the_program_behind_it() -> None:
         (["bash", "-c", "eval $X"], "eval"),
         (["bash", "-s"], "stdin"),
         (["python3"], "stdin"),
+        (["timeout", "10"], "names no program"),
     ],
 )
 def test_a_program_that_cannot_be_told_makes_the_comparison_refuse(argv: list[str], why: str) -> None:

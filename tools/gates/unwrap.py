@@ -767,6 +767,8 @@ def unwrap(argv: Sequence[str], realname: RealName | None = None) -> Unwrapped:
         if final not in unique:
             unique.append(final)
     walker.out.finals = unique
+    if not unique and not walker.out.opaque:
+        walker.out.opaque.append(f"{' '.join(argv)!r} names no program to run")
     return walker.out
 
 
