@@ -132,6 +132,7 @@ def test_claude_validates_the_marketplace_and_the_plugin_strictly(
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_claude_installs_the_plugin_and_reports_planegate_connected(
     checkout: Path, client_env: dict[str, str], tmp_path: Path
 ) -> None:
