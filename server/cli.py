@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises: spare it the imports below
+        return cmd_hook_stop(args)
     from planegate.store import StoreBusy
     from planegate.tools.errors import PlanegateError
 

@@ -38,16 +38,13 @@ imports nothing else of planegate's, because the hook runs at every turn end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
+
+# Kept out on purpose (the common case must stay cheap): dataclasses (it loads inspect), sqlite3
+# and hashlib until a ledger or a session state is actually read, and all of planegate.tools.
 
 MAX_BLOCKS = 5
 WATCHED_STAGES = ("executing", "release_review")
@@ -63,8 +60,7 @@ class HookInputError(ValueError):
     """The payload on stdin is not a hook payload."""
 
 
-@dataclass(frozen=True)
-class StopPayload:
+class StopPayload(NamedTuple):
     session_id: str
     cwd: Path
     event: str
@@ -91,29 +87,24 @@ class StopPayload:
         )
 
 
-@dataclass
 class RunVerdict:
     """What one watched run still needs: steps for the agent (they block) and for a person (they don't)."""
 
-    run: str
-    marker: int
-    agent: list[str] = field(default_factory=list)
-    human: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    next_action: str = ""
-    goal: str = ""
+    def __init__(self, run: str, marker: int, next_action: str = "", goal: str = "") -> None:
+        self.run = run
+        self.marker = marker
+        self.next_action = next_action
+        self.goal = goal
+        self.agent: list[str] = []
+        self.human: list[str] = []
+        self.notes: list[str] = []
 
 
-@dataclass
-class HookAnswer:
+class HookAnswer(NamedTuple):
     """What the hook prints: a JSON object on stdout (or nothing), and maybe a line on stderr."""
 
     output: dict[str, str] | None = None
     warning: str | None = None
-
-    @property
-    def blocks(self) -> bool:
-        return bool(self.output and self.output.get("decision") == "block")
 
 
 # --- finding the runs: plain sqlite3, nothing else of planegate's ---------------------------------
@@ -122,14 +113,6 @@ class HookAnswer:
 def _home() -> Path:
     configured = os.environ.get("PLANEGATE_HOME")
     return (Path(configured).expanduser() if configured else Path.home() / ".planegate").resolve()
-
-
-@contextmanager
-def _read_ledger(path: Path) -> Iterator[sqlite3.Connection]:
-    # mode=rw: an existing ledger only, never a new empty file in a home that has none
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=LEDGER_BUSY_S)
-    with closing(conn):
-        yield conn
 
 
 def _within(path: Path, root: Path) -> bool:
@@ -146,9 +129,13 @@ def watched_runs(home: Path, cwd: Path) -> list[tuple[str, int]]:
         where = cwd.resolve()
     except OSError:
         return []
+    import sqlite3
+    from contextlib import closing
+
     worktrees = (home / "worktrees").resolve()
     found: list[tuple[str, int]] = []
-    with _read_ledger(ledger) as conn:
+    # mode=rw: an existing ledger only, never a new empty file in a home that has none
+    with closing(sqlite3.connect(f"{ledger.as_uri()}?mode=rw", uri=True, timeout=LEDGER_BUSY_S)) as conn:
         rows = conn.execute(
             "SELECT id, repo FROM runs WHERE stage IN (?, ?) ORDER BY created_at DESC", WATCHED_STAGES
         ).fetchall()
@@ -263,6 +250,8 @@ def human_message(verdicts: list[RunVerdict]) -> str:
 
 
 def _state_path(home: Path, session: str) -> Path:
+    import hashlib
+
     digest = hashlib.sha256(session.encode()).hexdigest()[:32]
     return home / "hooks" / f"stop-{digest}.json"
 
@@ -280,6 +269,8 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(state), encoding="utf-8")
     partial.replace(path)
+    import time
+
     cutoff = time.time() - STATE_TTL_S
     for old in path.parent.glob("stop-*.json"):
         try:

@@ -235,19 +235,21 @@ def test_the_hooks_common_case_loads_nothing_of_the_domain(tmp_path: Path, env: 
     repo = calc_repo(tmp_path / "calc")
     run = planned_run(env, repo)
     dispatch_task(env, run, "calc")
+    # the whole command as the client runs it, then what it loaded (on stderr, after its answer)
     script = (
-        "import io, json, sys\n"
-        "from planegate.server.hook import run_stop_hook\n"
-        "run_stop_hook(io.StringIO(sys.argv[1]), sys.stdout, sys.stderr)\n"
-        "heavy = ('planegate.tools', 'pydantic', 'git', 'sqlite_utils')\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))))\n"
+        "import json, sys\n"
+        "from planegate.server.cli import main\n"
+        "main(['hook', 'stop'])\n"
+        "heavy = ('planegate.tools', 'planegate.store', 'pydantic', 'git', 'sqlite_utils', 'dataclasses')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(heavy))), file=sys.stderr)\n"
     )
     probe = subprocess.run(
-        [sys.executable, "-c", script, payload("claude", tmp_path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], input=payload("claude", tmp_path), capture_output=True, text=True, timeout=60
     )
-    assert probe.returncode == 0, probe.stderr
-    assert json.loads(probe.stdout) == [], "no run under the directory: nothing but sqlite3 is needed"
+    assert probe.returncode == 0 and probe.stdout == "", probe.stderr
+    assert json.loads(probe.stderr) == [], "no run under the directory: nothing but sqlite3 is needed"
     blocking = subprocess.run(
-        [sys.executable, "-c", script, payload("claude", repo)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], input=payload("claude", repo), capture_output=True, text=True, timeout=60
     )
-    assert '"decision": "block"' in blocking.stdout and "planegate.tools.report.status" in blocking.stdout
+    assert "planegate.tools.report.status" in json.loads(blocking.stderr)
+    assert '"decision": "block"' in blocking.stdout
