@@ -270,6 +270,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def cmd_hook_stop(args: argparse.Namespace) -> int:
+    import io
+
+    from .hook import run_stop_hook
+
+    # bytes in, so a payload in UTF-8 reads the same under any locale
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    return run_stop_hook(stdin, sys.stdout, sys.stderr)
+
+
+def cmd_hook_switch(args: argparse.Namespace) -> int:
+    from planegate.tools.config import os_user
+
+    from .hook import set_stop_hook
+
+    enabled = args.hook_command == "on"
+    env = _env()
+    try:
+        run_row = env.run_row(args.run)
+        if not enabled:
+            print(f"run {args.run}: {run_row['goal']} ({run_row['stage']})")
+            try:
+                question = f"Type the run id to let agents end their turns with it unfinished ({args.run}): "
+                if not confirm_on_terminal(question, args.run):
+                    print("the stop hook stays on (the answer did not match the run id)", file=sys.stderr)
+                    return 1
+            except NoTerminal:
+                return _human_only("hook off")
+        was_on = set_stop_hook(env, args.run, enabled, os_user())
+    finally:
+        env.close()
+    state = "on" if enabled else "off"
+    print(f"run {args.run}: the stop hook is {state}" + (" (it already was)" if was_on == enabled else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planegate",
@@ -373,6 +409,25 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--endpoint", action="append", help="DevTools URL to try (repeatable)")
     doctor.add_argument("--base-url", help="ChatGPT address (default https://chatgpt.com/)")
 
+    hook = group("hook", "The agent clients' Stop hook (installed by the plugin).")
+    add(
+        hook,
+        "stop",
+        "Answer a Stop hook: block the agent's turn end while its run has unfinished work.",
+        cmd_hook_stop,
+        "Read a Claude Code or Codex Stop hook payload on stdin; print a block decision naming what remains "
+        "and the next call while the run in the payload's cwd has work left for the agent. Always exits 0.",
+    )
+    hook_off = add(
+        hook,
+        "off",
+        "Stop blocking turn ends for one run (a human command, typed at your terminal).",
+        cmd_hook_switch,
+    )
+    hook_off.add_argument("run", help="run id")
+    hook_on = add(hook, "on", "Block turn ends for one run again (the default).", cmd_hook_switch)
+    hook_on.add_argument("run", help="run id")
+
     demo = add(commands, "demo", "Run a whole change on a scratch repository and print what happened.", cmd_demo)
     demo.add_argument("--keep", action="store_true", help="keep the scratch repository and state afterwards")
     return parser
@@ -381,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises: spare it the imports below
+        return cmd_hook_stop(args)
     from planegate.store import StoreBusy
     from planegate.tools.errors import PlanegateError
 

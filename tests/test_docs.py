@@ -37,7 +37,7 @@ def test_the_registration_snippets_in_the_readme_parse() -> None:
 
 
 def test_the_skill_is_the_servers_runbook_with_a_short_description() -> None:
-    skill = (ROOT / "SKILL.md").read_text()
+    skill = (ROOT / "skills" / "planegate" / "SKILL.md").read_text()
     front, body = re.match(r"---\n(.*?)\n---\n\n(.*)", skill, re.DOTALL).groups()  # type: ignore[union-attr]
     meta = yaml.safe_load(front)
     assert meta["name"] == "planegate"
@@ -46,7 +46,7 @@ def test_the_skill_is_the_servers_runbook_with_a_short_description() -> None:
 
 
 def test_the_agent_card_declares_the_mcp_server_over_stdio() -> None:
-    card = yaml.safe_load((ROOT / "agents" / "openai.yaml").read_text())
+    card = yaml.safe_load((ROOT / "skills" / "planegate" / "agents" / "openai.yaml").read_text())
     assert {"display_name", "short_description", "default_prompt"} <= set(card["interface"])
     [tool] = card["dependencies"]["tools"]
     assert (tool["type"], tool["value"], tool["transport"], tool["command"]) == (
