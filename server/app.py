@@ -187,7 +187,7 @@ def approval_ask(run: str, ctx: Context) -> ApprovalAsk | None:
     it: asked twice about the same head, it reads the same.
     """
     from planegate.tools.errors import PlanegateError
-    from planegate.tools.gates.approval import approval_request
+    from planegate.tools.gates.approval_view import approval_request
     from planegate.tools.gates.release import awaiting_human
     from planegate.tools.report.report import write_report
 

@@ -222,7 +222,8 @@ def _signing_key(given: str | None, repo: Path):  # type: ignore[no-untyped-def]
 def cmd_approve(args: argparse.Namespace) -> int:
     from planegate.tools.config import os_user
     from planegate.tools.gates import signing
-    from planegate.tools.gates.approval import describe, tag_name
+    from planegate.tools.gates.approval import tag_name
+    from planegate.tools.gates.approval_view import describe
     from planegate.tools.gates.release import approve, approve_signed, pending_approval
     from planegate.tools.report.report import write_report
 

@@ -7,6 +7,7 @@ ssh-agent unless the test starts one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -43,9 +44,9 @@ from planegate.tools.models import Requirement
 from planegate.tools.policy import parse_policy
 from planegate.tools.report.acceptance import accept_run
 from planegate.tools.review.review import request_review
-from tests.execution import calc_repo, drain, finish_calc, open_env, planned_run
+from tests.execution import MUL, MUL_TEST, calc_repo, drain, finish_calc, open_env, planned_run
 from tests.helpers import commit_all, git, planegate_in_terminal, refused
-from tests.test_review import review_policy_tail
+from tests.test_review import FAKES, review_policy_tail
 
 HUMAN = "human@example.invalid"
 PASSPHRASE = "correct horse battery staple"
@@ -461,19 +462,22 @@ def test_a_passphrase_key_approves_when_the_human_types_the_passphrase(
     assert accept_run(env, run).stage == "accepted"
 
 
-def test_a_key_in_ssh_agent_given_as_git_does_signs_for_any_process_that_reaches_the_agent(
-    tmp_path: Path, env: Env, keys: dict[str, Path]
-) -> None:
-    repo = signed_repo(tmp_path / "calc", [keys["locked"]])
-    run = release_ready(env, repo)
-    socket = tmp_path / "agent.sock"
+@contextlib.contextmanager
+def ssh_agent(tmp_path: Path, name: str, key: Path, *, confirm: bool = False) -> Iterator[str]:
+    """An ssh-agent holding ``key`` (``ssh-add -c`` when ``confirm``: each use must be allowed, and
+    the agent's askpass here always says no); its socket. Stopped by pid afterwards."""
+    socket = tmp_path / f"{name}.sock"
+    deny = tmp_path / f"{name}-deny"
+    deny.write_text("#!/bin/sh\nexit 1\n")
+    deny.chmod(0o755)
+    agent_env = {**os.environ, "SSH_ASKPASS": str(deny), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
     started = subprocess.run(
-        ["ssh-agent", "-s", "-a", str(socket)], capture_output=True, text=True, timeout=30, check=True
+        ["ssh-agent", "-s", "-a", str(socket)], capture_output=True, text=True, timeout=30, check=True, env=agent_env
     )
     agent_pid = int(started.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
     try:
         added = subprocess.run(
-            ["ssh-add", str(keys["locked"])],
+            ["ssh-add", *(["-c"] if confirm else []), str(key)],
             env={
                 **os.environ,
                 "SSH_AUTH_SOCK": str(socket),
@@ -487,13 +491,26 @@ def test_a_key_in_ssh_agent_given_as_git_does_signs_for_any_process_that_reaches
             stdin=subprocess.DEVNULL,
         )
         assert added.returncode == 0, added.stderr
-        # git's literal form: the public key, its private half held by the agent
-        configure_git_signing(f"key::{public(keys['locked'])}")
-        done = scripted(planegate_command("approve", run), f"{run}\n", {"SSH_AUTH_SOCK": str(socket)})
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "a key loaded in ssh-agent signs for any process that reaches SSH_AUTH_SOCK" in done.stdout
+        yield str(socket)
     finally:
         os.kill(agent_pid, signal.SIGTERM)
+
+
+def test_a_key_in_ssh_agent_given_as_git_does_signs_for_any_process_that_reaches_the_agent(
+    tmp_path: Path, env: Env, keys: dict[str, Path]
+) -> None:
+    repo = signed_repo(tmp_path / "calc", [keys["locked"]])
+    run = release_ready(env, repo)
+    # git's literal form: the public key, its private half held by the agent
+    configure_git_signing(f"key::{public(keys['locked'])}")
+    with ssh_agent(tmp_path, "confirming", keys["locked"], confirm=True) as socket:
+        done = scripted(planegate_command("approve", run), f"{run}\n", {"SSH_AUTH_SOCK": socket})
+        assert done.returncode != 0 and "could not sign" in done.stdout + done.stderr  # ssh-add -c: refused use
+    assert approvals(env, run) == []
+    with ssh_agent(tmp_path, "plain", keys["locked"]) as socket:
+        done = scripted(planegate_command("approve", run), f"{run}\n", {"SSH_AUTH_SOCK": socket})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "a key loaded in ssh-agent signs for any process that reaches SSH_AUTH_SOCK" in done.stdout
     assert tag_verify(repo, run, repo / ".planegate" / "allowed_signers").returncode == 0
     assert accept_run(env, run).stage == "accepted"
 
@@ -515,6 +532,8 @@ def test_interactive_mode_is_answered_by_a_faked_terminal_as_the_docs_say(tmp_pa
     assert (row["mode"], row["signature"], row["via"]) == ("interactive", None, "cli")
     assert Statement.parse(row["statement"]).integration_head == row["head_sha"]
     assert accept_run(env, run).stage == "accepted"
+    # no signed tag: a CI job that requires one catches a run approved this way
+    assert git(repo, "tag", "--list", f"planegate/{run}/approved") == ""
 
 
 def test_executors_checks_and_reviewers_never_receive_the_ssh_agent(
@@ -528,14 +547,33 @@ def test_executors_checks_and_reviewers_never_receive_the_ssh_agent(
         with pytest.raises(PolicyError, match=r"env_allow may not list 'SSH_AUTH_SOCK'"):
             parse_policy(f'[{section}]\nenv_allow = ["SSH_AUTH_SOCK"]\n')
 
-    # a real command executor and a real check, started by a planegate whose own environment has an agent
+    # a real command executor, check and reviewer, started by a planegate whose own environment has an agent
+    seen = tmp_path / "seen"
+    seen.mkdir()
     dump = tmp_path / "dump_env.py"
-    dump.write_text("import json, os\nprint(json.dumps(sorted(os.environ)))\n")
+    dump.write_text(
+        "import json, os, sys\n"
+        f"folder = {str(seen)!r}\n"
+        "with open(os.path.join(folder, sys.argv[1]), 'w') as out:\n"
+        "    json.dump(sorted(os.environ), out)\n"
+        "if sys.argv[1] == 'executor':\n"
+        f"    open('src/calc.py', 'w').write({MUL!r})\n"
+        f"    open('tests/test_mul.py', 'w').write({MUL_TEST!r})\n"
+        "if sys.argv[1] == 'reviewer':\n"
+        f"    os.execv(sys.executable, [sys.executable, {str(FAKES / 'reviewer')!r}])\n"
+    )
+    argv = {}
+    for who in ("check", "executor", "reviewer"):  # one program each: a reviewer may not be the executor
+        copy = tmp_path / f"{who}_dump_env.py"
+        copy.write_text(dump.read_text())
+        argv[who] = json.dumps([sys.executable, str(copy), who])
     repo = calc_repo(tmp_path / "calc", require_red_green=False)
     policy = repo / ".planegate" / "policy.toml"
-    text = policy.read_text().replace("[checks]\n", f"[checks]\nenv = {json.dumps([sys.executable, str(dump)])}\n")
+    text = policy.read_text().replace("[checks]\n", f"[checks]\nenv = {argv['check']}\n")
     policy.write_text(
-        text + f'\n[executor]\ncommand = {json.dumps([sys.executable, str(dump)])}\nenv_allow = ["SSH_*"]\n'
+        text
+        + f'\n[executor]\ncommand = {argv["executor"]}\nenv_allow = ["SSH_*"]\n'
+        + f'\n[review]\nreviewer = "command"\ncommand = {argv["reviewer"]}\nenv_allow = ["SSH_*"]\n'
     )
     commit_all(repo, "dump the environment")
     monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
@@ -543,17 +581,14 @@ def test_executors_checks_and_reviewers_never_receive_the_ssh_agent(
     run = planned_run(env, repo)
     dispatch_task(env, run, "calc", executor="command")
     drain(env)
-    start_checks(env, run, "calc", ["env"])
+    start_checks(env, run, "calc")
     drain(env)
-    logs = [Path(r["path"]) for r in env.store.rows("SELECT path FROM artifacts WHERE run_id = ?", (run,))]
-    seen = [
-        json.loads(p.read_text())
-        for p in logs
-        if p.name in ("stdout.log", "env.stdout.log") and p.read_text().startswith("[")
-    ]
-    assert len(seen) >= 2, logs  # the executor's output and the check's
-    for names in seen:
-        assert "PATH" in names and "SSH_AUTH_SOCK" not in names and "SSH_AGENT_PID" not in names
+    request_review(env, run, "calc")
+    drain(env)
+    assert sorted(p.name for p in seen.iterdir()) == ["check", "executor", "reviewer"]
+    for who in seen.iterdir():
+        names = json.loads(who.read_text())
+        assert "PATH" in names and "SSH_AUTH_SOCK" not in names and "SSH_AGENT_PID" not in names, who.name
 
 
 # -- the client: elicitation ---------------------------------------------------------------------
@@ -711,3 +746,26 @@ def test_the_statement_reads_back_exactly_and_refuses_anything_else() -> None:
         with pytest.raises(InvalidInput):
             Statement.parse(broken)
     assert approval_mod.tag_name("r-1") == "planegate/r-1/approved"
+
+
+def test_an_agent_that_adds_its_key_before_the_run_starts_is_caught_only_by_a_protected_copy(
+    tmp_path: Path, env: Env, keys: dict[str, Path]
+) -> None:
+    repo = signed_repo(tmp_path / "calc", [keys["human"]])
+    protected = tmp_path / "allowed_signers.protected"  # e.g. the file on a branch the agent cannot push to
+    protected.write_text((repo / ".planegate" / "allowed_signers").read_text())
+    signers = repo / ".planegate" / "allowed_signers"
+    signers.write_text(signers.read_text() + f'agent@x namespaces="git,planegate" {public(keys["stranger"])}\n')
+    commit_all(repo, "let me approve too")
+    run = release_ready(env, repo)
+    pending = pending_approval(env, run)
+    from planegate.tools.gates.approval_view import describe
+
+    shown = describe(env, pending.run_row, pending.head, pending.gates, "signed", None)
+    assert "agent@x" in shown and "let me approve too" in shown
+    own = signing.key_from_spec(str(keys["stranger"]), "--key")
+    assert approve_signed(env, run, own, "cli").principal == "agent@x"  # the base decided: the limit
+    assert accept_run(env, run).stage == "accepted"
+    assert tag_verify(repo, run, repo / ".planegate" / "allowed_signers").returncode == 0
+    caught = tag_verify(repo, run, protected)
+    assert caught.returncode != 0 and "No principal matched" in caught.stderr
