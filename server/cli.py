@@ -69,7 +69,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     if report.ok and not approval_problems:
         print(
             f"ledger ok: {report.events_verified} events verified, "
-            f"{report.artifacts_verified} artifacts re-hashed, {signed_ok} signed approvals re-verified ({path})"
+            f"{report.artifacts_verified} artifacts re-hashed, {signed_ok} signed approval(s) re-verified ({path})"
         )
         return 0
     print(f"ledger BROKEN ({path}):", file=sys.stderr)
@@ -208,7 +208,7 @@ def _signing_key(given: str | None, repo: Path):  # type: ignore[no-untyped-def]
     from planegate.tools.gates import signing
 
     if given:
-        return signing.key_from_spec(given, "--key")
+        return signing.key_from_spec(given, "--key", signing.git_config(repo, "gpg.ssh.program"))
     key = signing.key_from_git(repo)
     if key is None:
         raise InvalidInput(

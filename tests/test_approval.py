@@ -219,8 +219,17 @@ def test_a_signed_approval_from_the_cli_is_accepted_and_its_tag_verifies_with_gi
     repo = signed_repo(tmp_path / "calc", [keys["human"]])
     run = release_ready(env, repo)
     configure_git_signing(str(keys["human"]))
+    # git's gpg.ssh.program (a password manager's signer, say) signs the statement and the tag alike
+    signer_log = tmp_path / "signer.log"
+    wrapper = tmp_path / "signer"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {signer_log}\nexec ssh-keygen "$@"\n')
+    wrapper.chmod(0o755)
+    subprocess.run(["git", "config", "--global", "gpg.ssh.program", str(wrapper)], check=True, timeout=30)
     code, out = planegate_in_terminal("approve", run, answer=run, timeout=120)
     assert code == 0, out
+    calls = signer_log.read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("-Y sign -n ") for c in calls)
+    assert {c.split()[3] for c in calls} == {"planegate", "git"}
     # what is being approved, before the question
     for shown in (
         "src/calc.py",
@@ -267,7 +276,7 @@ def test_a_signed_approval_from_the_cli_is_accepted_and_its_tag_verifies_with_gi
 
     assert verify_ledger(env.store).ok and verify_signed_approvals(env) == (1, [])
     done = cli("ledger", "verify")
-    assert done.returncode == 0 and "1 signed approvals re-verified" in done.stdout
+    assert done.returncode == 0 and "1 signed approval(s) re-verified" in done.stdout
 
 
 def test_a_key_not_in_the_allowed_signers_at_the_base_cannot_approve(
@@ -511,6 +520,11 @@ def test_a_key_in_ssh_agent_given_as_git_does_signs_for_any_process_that_reaches
         done = scripted(planegate_command("approve", run), f"{run}\n", {"SSH_AUTH_SOCK": socket})
         assert done.returncode == 0, done.stdout + done.stderr
         assert "a key loaded in ssh-agent signs for any process that reaches SSH_AUTH_SOCK" in done.stdout
+        # a path to the public key, its private half in the agent, as git also accepts
+        pub = f"{keys['locked']}.pub"
+        done = scripted(planegate_command("approve", run, "--key", pub), f"{run}\n", {"SSH_AUTH_SOCK": socket})
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["mode"] for r in approvals(env, run)] == ["signed", "signed"]
     assert tag_verify(repo, run, repo / ".planegate" / "allowed_signers").returncode == 0
     assert accept_run(env, run).stage == "accepted"
 

@@ -37,7 +37,7 @@ def test_the_demo_takes_a_change_from_start_to_an_accepted_run(tmp_path: Path) -
         "integration-head: ",
         "human_approval: signed by demo@planegate.invalid",
         "accept_run: the run is accepted",
-        "1 signed approvals re-verified",
+        "1 signed approval(s) re-verified",
     ):
         assert step in out, f"missing {step!r} in the demo's output"
     assert "demo finished" in out

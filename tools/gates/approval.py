@@ -337,8 +337,10 @@ def create_tag(repo: GitRepo, run: str, head: str, statement: str, key: signing.
         GitError: git could not sign or write the tag.
     """
     name = tag_name(run)
+    program = ("-c", f"gpg.ssh.program={key.program}") if key.program else ()
     try:
         repo.git(
+            *program,
             "-c",
             "gpg.format=ssh",
             "-c",

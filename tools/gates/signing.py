@@ -43,6 +43,8 @@ class SigningKey:
     source: str
     path: Path | None = None
     literal: str | None = None
+    # git's gpg.ssh.program (an ssh-keygen replacement such as a password manager's signer), if set.
+    program: str | None = None
 
     def describe(self) -> str:
         shown = str(self.path) if self.path is not None else f"{(self.literal or '')[:40]}…"
@@ -67,8 +69,8 @@ def ssh_keygen() -> str:
     return found
 
 
-def key_from_spec(spec: str, source: str) -> SigningKey:
-    """A signing key named as git's ``user.signingkey`` names one.
+def key_from_spec(spec: str, source: str, program: str | None = None) -> SigningKey:
+    """A signing key named as git's ``user.signingkey`` names one; ``program`` signs instead of ssh-keygen.
 
     Raises:
         InvalidInput: the value is empty, or names a file that does not exist.
@@ -77,16 +79,16 @@ def key_from_spec(spec: str, source: str) -> SigningKey:
     if not value:
         raise InvalidInput(f"the signing key from {source} is empty; name a key file or a public key")
     if value.startswith("key::"):
-        return SigningKey(spec=value, source=source, literal=value.removeprefix("key::").strip())
+        return SigningKey(spec=value, source=source, literal=value.removeprefix("key::").strip(), program=program)
     if _looks_public(value):
-        return SigningKey(spec=value, source=source, literal=value)
+        return SigningKey(spec=value, source=source, literal=value, program=program)
     path = Path(value).expanduser()
     if not path.is_file():
         raise InvalidInput(
             f"signing key {value!r} (from {source}) is not a file; pass --key with your SSH key's path, "
             "or set git config user.signingkey"
         )
-    return SigningKey(spec=value, source=source, path=path.resolve())
+    return SigningKey(spec=value, source=source, path=path.resolve(), program=program)
 
 
 def git_config(cwd: Path, name: str) -> str | None:
@@ -107,11 +109,16 @@ def git_config(cwd: Path, name: str) -> str | None:
 
 
 def key_from_git(cwd: Path) -> SigningKey | None:
-    """The SSH signing key git would use for signed tags here (``gpg.format = ssh``), or None."""
+    """The SSH signing key git would use for signed tags here (``gpg.format = ssh``), or None.
+
+    git's ``gpg.ssh.program`` is kept: whatever signs git's tags signs planegate's statement too.
+    """
     if (git_config(cwd, "gpg.format") or "").lower() != "ssh":
         return None
     spec = git_config(cwd, "user.signingkey")
-    return None if spec is None else key_from_spec(spec, "git config user.signingkey")
+    if spec is None:
+        return None
+    return key_from_spec(spec, "git config user.signingkey", git_config(cwd, "gpg.ssh.program"))
 
 
 def _keygen(args: list[str], *, stdin: bytes | None = None, timeout: float = VERIFY_TIMEOUT_S) -> tuple[int, str, str]:
@@ -195,7 +202,10 @@ def sign(key: SigningKey, data: bytes, *, namespace: str = NAMESPACE, show_promp
     with tempfile.TemporaryDirectory(prefix="planegate-sign-") as tmp:
         message = Path(tmp) / "statement"
         message.write_bytes(data)
-        argv = [ssh_keygen(), "-Y", "sign", "-n", namespace]
+        program = shutil.which(str(Path(key.program).expanduser())) if key.program else ssh_keygen()
+        if program is None:
+            raise InvalidInput(f"git's gpg.ssh.program {key.program!r} is not an executable; fix it in git config")
+        argv = [program, "-Y", "sign", "-n", namespace]
         if key.literal is not None:
             pub = Path(tmp) / "key.pub"
             pub.write_text(key.literal + "\n", encoding="utf-8")
