@@ -272,9 +272,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
     finally:
         env.close()
     if result.mode == "signed":
+        signers = Path(run_row["repo"]) / env.policy(run_row).approval.allowed_signers
         print(f"approved: signed by {result.principal} at integration head {result.head_sha[:12]}")
-        print(f"signed tag {result.tag}; anyone can check it with")
-        print(f"  git -c gpg.ssh.allowedSignersFile=ALLOWED_SIGNERS_FILE tag -v {result.tag}")
+        print(f"signed tag {result.tag}; anyone can check it (CI: with the allowed signers of your protected branch):")
+        print(f"  git -C {run_row['repo']} -c gpg.ssh.allowedSignersFile={signers} tag -v {result.tag}")
     else:
         print(f"approved by {result.by} at integration head {result.head_sha[:12]}")
     if result.open_tasks:
