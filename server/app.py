@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -64,6 +65,10 @@ INSTRUCTIONS = (
 
 class HumanConfirmation(BaseModel):
     accept: bool = Field(description="accept this run")
+
+
+class SignedApprovalNotice(BaseModel):
+    understood: bool = Field(default=True, description="I will run the planegate approve command in my own terminal")
 
 
 RunId = Annotated[str, Field(description="run id from start_run")]
@@ -166,20 +171,50 @@ async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context 
         await anyio.sleep(0.05 if elapsed < 5 else 0.25)
 
 
-def ask_human(run: str, ctx: Context) -> Elicit[HumanConfirmation] | None:
-    """Ask the user in their client, only when their approval is the one gate left and they can be asked."""
+@dataclass(frozen=True)
+class ApprovalAsk:
+    """The question for the human, and the head and mode it is about."""
+
+    mode: str
+    head: str
+    question: str
+
+
+def approval_ask(run: str, ctx: Context) -> ApprovalAsk | None:
+    """What to ask the user, when their approval is the one gate left and their client can be asked.
+
+    Writes the draft report first, so the question can point at it. The question has no clock in
+    it: asked twice about the same head, it reads the same.
+    """
     from planegate.tools.errors import PlanegateError
-    from planegate.tools.gates.release import confirmation_question
+    from planegate.tools.gates.approval_view import approval_request
+    from planegate.tools.gates.release import awaiting_human
+    from planegate.tools.report.report import write_report
 
     capabilities = ctx.client_capabilities
     if capabilities is None or capabilities.elicitation is None:
         return None
     holder: EnvHolder = ctx.mcp_server.env_holder  # type: ignore[attr-defined]
     try:
-        question = confirmation_question(holder.get(), run)
+        env = holder.get()
+        pending = awaiting_human(env, run)
+        if pending is None:
+            return None
+        files = write_report(env, run, run_gates=pending.gates)
+        mode, question = approval_request(env, pending.run_row, pending.head, pending.gates, str(files.markdown))
     except PlanegateError:
         return None
-    return None if question is None else Elicit(question, HumanConfirmation)
+    return ApprovalAsk(mode=mode, head=pending.head, question=question)
+
+
+def ask_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Elicit[HumanConfirmation] | None:
+    """Interactive mode: the user's answer in the client is the approval."""
+    return Elicit(ask.question, HumanConfirmation) if ask is not None and ask.mode == "interactive" else None
+
+
+def tell_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Elicit[SignedApprovalNotice] | None:
+    """Signed mode: the client can only show the user what to approve and the command that signs it."""
+    return Elicit(ask.question, SignedApprovalNotice) if ask is not None and ask.mode == "signed" else None
 
 
 def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
@@ -366,20 +401,29 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def accept_run(
         run: RunId,
         ctx: Context,
+        ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)],
         human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_human)],
+        notice: Annotated[ElicitationResult[SignedApprovalNotice], Resolve(tell_human)],
     ) -> AcceptRunResult:
         """Check the run gates; when only human approval is missing, ask the user in the client. Writes the report."""
         from planegate.tools.config import os_user
         from planegate.tools.gates.release import approve
         from planegate.tools.report.acceptance import accept_run as accept
 
-        if isinstance(human, AcceptedElicitation) and human.data is not None:
+        if ask is not None and ask.mode == "signed":
+            # Whatever the client answered: in signed mode only a signature made with the human's key approves.
+            raise ToolError(
+                f'run {run!r} needs a signed human approval ([approval] mode = "signed"); an answer in the client '
+                f"cannot give it. The human runs `planegate approve {run}` in their own terminal (it signs with "
+                "their SSH key), then call accept_run again"
+            )
+        if ask is not None and isinstance(human, AcceptedElicitation) and human.data is not None:
             if not human.data.accept:
                 raise ToolError(
                     f"the user did not accept run {run!r}; it stays unaccepted. A human can approve "
                     f"later with `planegate approve {run}`"
                 )
-            call(approve, env(ctx), run, f"{os_user()} ({actor_of(ctx)})", "elicitation")
+            call(approve, env(ctx), run, f"{os_user()} ({actor_of(ctx)})", "elicitation", expected_head=ask.head)
         elif not isinstance(human, AcceptedElicitation):
             raise ToolError(
                 f"the user {human.action}d the confirmation; run {run!r} stays unaccepted. A human can "

@@ -57,17 +57,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from planegate.store import verify_ledger
+    from planegate.tools.gates.approval import verify_signed_approvals
 
     env = _env()
     try:
         report = verify_ledger(env.store)
+        signed_ok, approval_problems = verify_signed_approvals(env)
     finally:
         env.close()
     path = env.settings.ledger_path
-    if report.ok:
+    if report.ok and not approval_problems:
         print(
             f"ledger ok: {report.events_verified} events verified, "
-            f"{report.artifacts_verified} artifacts re-hashed ({path})"
+            f"{report.artifacts_verified} artifacts re-hashed, {signed_ok} signed approval(s) re-verified ({path})"
         )
         return 0
     print(f"ledger BROKEN ({path}):", file=sys.stderr)
@@ -75,7 +77,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         b = report.chain_break
         print(f"  first broken event: {b.event_id} ({b.kind}): {b.what}", file=sys.stderr)
         print(f"  events before it verified: {report.events_verified}", file=sys.stderr)
-    for problem in [*report.artifact_problems, *report.state_problems]:
+    for problem in [*report.artifact_problems, *report.state_problems, *approval_problems]:
         print(f"  {problem}", file=sys.stderr)
     return 1
 
@@ -98,8 +100,44 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approval_setup(repo: Path, signers_path: str, force: bool) -> tuple[str, list[str]]:
+    """Signed mode with an allowed-signers entry when git has an SSH signing key; else interactive."""
+    from planegate.tools.config import os_user
+    from planegate.tools.errors import PlanegateError
+    from planegate.tools.gates import signing
+
+    why_not = "git has no SSH signing key (gpg.format = ssh and user.signingkey)"
+    try:
+        key = signing.key_from_git(repo)
+        if key is not None:
+            public = " ".join(signing.public_key(key).split()[:2])
+            print_fp = signing.fingerprint(public)
+    except PlanegateError as exc:
+        key, why_not = None, f"git's signing key is not usable: {exc}"
+    if key is None:
+        return "interactive", [
+            f"approval: interactive ({why_not}); see [approval] in the policy for signed approval",
+        ]
+    email = signing.git_config(repo, "user.email") or ""
+    principal = email if email and not any(c.isspace() or c in '",*' for c in email) else os_user()
+    target = repo / signers_path
+    existing = target.read_text(encoding="utf-8") if target.is_file() else ""
+    entry = f'{principal} namespaces="git,planegate" {public}'
+    if public.split()[1] in existing and not force:
+        note = f"{target} already lists this key"
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kept = "" if force else existing
+        target.write_text(kept + ("" if not kept or kept.endswith("\n") else "\n") + entry + "\n", encoding="utf-8")
+        note = f"wrote {target}: {principal} may approve with {print_fp}"
+    return "signed", [
+        f"approval: signed with git's SSH signing key {key.describe()} ({print_fp})",
+        note,
+    ]
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    from planegate.tools.policy import POLICY_PATH, detect_test_command, parse_policy, policy_template
+    from planegate.tools.policy import POLICY_PATH, ApprovalSettings, detect_test_command, parse_policy, policy_template
 
     repo = Path(args.repo).resolve()
     if not repo.is_dir():
@@ -110,13 +148,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"planegate init: {target} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
     command = detect_test_command(repo)
-    text = policy_template(command)
+    mode, notes = _approval_setup(repo, ApprovalSettings().allowed_signers, args.force)
+    text = policy_template(command, "signed" if mode == "signed" else "interactive")
     parse_policy(text, str(target))  # the template must always be a valid policy
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     print(f"wrote {target}")
     print(f"test check: {' '.join(command)}" if command else "no test command detected: set [checks] test = [...]")
-    print("commit it, then register planegate with your agent:")
+    for note in notes:
+        print(note)
+    print("commit .planegate/, then register planegate with your agent:")
     print("  codex mcp add planegate -- planegate serve")
     print("  claude mcp add planegate -- planegate serve")
     return 0
@@ -162,28 +203,81 @@ def _human_only(command: str) -> int:
     return 2
 
 
+def _signing_key(given: str | None, repo: Path):  # type: ignore[no-untyped-def]
+    from planegate.tools.errors import InvalidInput
+    from planegate.tools.gates import signing
+
+    if given:
+        return signing.key_from_spec(given, "--key", signing.git_config(repo, "gpg.ssh.program"))
+    key = signing.key_from_git(repo)
+    if key is None:
+        raise InvalidInput(
+            "this run needs a signed approval and git has no SSH signing key here; pass --key with your key's path, "
+            "or configure git: `git config --global gpg.format ssh` and "
+            "`git config --global user.signingkey ~/.ssh/id_ed25519.pub`"
+        )
+    return key
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     from planegate.tools.config import os_user
-    from planegate.tools.gates.release import approve, evaluate_run
+    from planegate.tools.gates import signing
+    from planegate.tools.gates.approval import tag_name
+    from planegate.tools.gates.approval_view import describe
+    from planegate.tools.gates.release import approve, approve_signed, pending_approval
+    from planegate.tools.report.report import write_report
 
     env = _env()
     try:
-        run_row = env.run_row(args.run)
-        facts, gates = evaluate_run(env, args.run)
-        print(f"run {args.run}: {run_row['goal']}")
-        print(f"integration branch {run_row['integration_branch']} at {str(facts.integration_head)[:12]}")
-        for gate in gates:
-            print(f"  {'ok  ' if gate.ok else 'OPEN'} {gate.gate}: {gate.reason}")
+        pending = pending_approval(env, args.run)
+        run_row = pending.run_row
+        key = None
+        if pending.mode == "signed":
+            key = _signing_key(args.key, Path(run_row["repo"]))
+        elif args.key:
+            print(
+                f"planegate approve: run {args.run} uses interactive approval (its policy at base); "
+                "--key is for signed mode. Run it without --key.",
+                file=sys.stderr,
+            )
+            return 2
+        files = write_report(env, args.run, run_gates=pending.gates)
+        print(describe(env, run_row, pending.head, pending.gates, pending.mode, str(files.markdown)))
+        if key is not None:
+            print(f"\nYour key signs this statement (and git signs the same text as the tag {tag_name(args.run)}):")
+            print("".join(f"    {line}\n" for line in pending.statement.text().splitlines()), end="")
+            print(f"signing key: {key.describe()}")
+            if signing.passphrase_free(key):
+                print(
+                    "warning: this key file has no passphrase; any process that can read it (a coding agent "
+                    "included) can approve in your name. Use a passphrase or a FIDO2 -sk key."
+                )
+            elif key.path is None or signing.agent_reachable():
+                print(
+                    "note: a key loaded in ssh-agent signs for any process that reaches SSH_AUTH_SOCK, a coding "
+                    "agent's shell included; `ssh-add -c` makes each use ask you."
+                )
+        print()
         try:
             if not confirm_on_terminal(f"Type the run id to approve it ({args.run}): ", args.run):
                 print("not approved (the answer did not match the run id)", file=sys.stderr)
                 return 1
         except NoTerminal:
             return _human_only("approve")
-        result = approve(env, args.run, os_user(), "cli")
+        if key is None:
+            result = approve(env, args.run, os_user(), "cli", expected_head=pending.head)
+        else:
+            print("signing: ssh-keygen may ask for your passphrase or a touch twice (the statement, then the tag)")
+            result = approve_signed(env, args.run, key, "cli", pending=pending, show_prompts=True)
     finally:
         env.close()
-    print(f"approved by {result.by} at integration head {result.head_sha[:12]}")
+    if result.mode == "signed":
+        signers = Path(run_row["repo"]) / env.policy(run_row).approval.allowed_signers
+        print(f"approved: signed by {result.principal} at integration head {result.head_sha[:12]}")
+        print(f"signed tag {result.tag}; anyone can check it (CI: with the allowed signers of your protected branch):")
+        print(f"  git -C {run_row['repo']} -c gpg.ssh.allowedSignersFile={signers} tag -v {result.tag}")
+    else:
+        print(f"approved by {result.by} at integration head {result.head_sha[:12]}")
     if result.open_tasks:
         print(f"note: tasks still open ({', '.join(result.open_tasks)}); a later merge needs a new approval")
     print(f"the agent can now call accept_run(run={args.run!r})")
@@ -351,7 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--exit-when-idle", action="store_true", help="stop once no job is queued or running")
 
-    init = add(commands, "init", "Write a commented .planegate/policy.toml for a repository.", cmd_init)
+    init = add(
+        commands,
+        "init",
+        "Write a commented .planegate/policy.toml (signed approval when git has an SSH signing key).",
+        cmd_init,
+        "Write a commented .planegate/policy.toml for a repository, detecting its test command. When git has an "
+        "SSH signing key (gpg.format = ssh, user.signingkey) the policy asks for signed approval and "
+        ".planegate/allowed_signers lists that key; otherwise approval is interactive.",
+    )
     init.add_argument("repo", nargs="?", default=".", help="the repository (default: the current directory)")
     init.add_argument("--force", action="store_true", help="overwrite an existing policy file")
 
@@ -364,10 +466,21 @@ def build_parser() -> argparse.ArgumentParser:
     approve = add(
         commands,
         "approve",
-        "Approve a run as a human, typed at your terminal (records your OS user and the time).",
+        "Approve a run as a human at your terminal: shows what you approve; in signed mode signs it with your SSH key.",
         cmd_approve,
+        "Approve a run as a human. Shows what is approved (diffstat, tasks, requirement amendments, cancelled "
+        "tasks, reviews and open findings, risks, the report) and asks you to type the run id at your terminal "
+        '(/dev/tty). In signed mode (the run\'s policy: [approval] mode = "signed") it signs a statement with '
+        "your SSH signing key (git's user.signingkey, or --key) and tags the integration head "
+        "planegate/<run>/approved with an SSH-signed tag.",
     )
     approve.add_argument("run", help="run id")
+    approve.add_argument(
+        "--key",
+        metavar="PATH",
+        help="SSH key to sign with (a private key, or a public key whose private half is in ssh-agent); "
+        "default: git config user.signingkey",
+    )
 
     report = add(
         commands, "report", "Write a run's report (markdown, HTML, graph picture) for a pull request.", cmd_report

@@ -5,8 +5,11 @@ works on a machine that has none) and a scratch ``PLANEGATE_HOME``, then drives 
 orchestrating agent would call, through an in-memory MCP client with the server's own job worker:
 freeze, graph, dispatch (a ``command`` executor writes each task's code and test), server-run
 checks with red→green proof, a review by a command reviewer that reads the diff, accept, the
-release review, the human approval (``planegate approve``, run as you), ``accept_run`` and the
-report. Nothing outside the scratch directory is touched.
+release review, the human approval, ``accept_run`` and the report. The approval is signed, as
+``[approval] mode = "signed"`` asks: the demo makes a throwaway SSH key (``ssh-keygen -t ed25519
+-N ''``), lists it in the scratch repository's ``.planegate/allowed_signers``, signs the approval
+with it, and checks the signed tag ``planegate/<run>/approved`` with ``git tag -v``. Nothing
+outside the scratch directory is touched.
 """
 
 from __future__ import annotations
@@ -117,9 +120,12 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, timeout=60)
 
 
+DEMO_SIGNER = "demo@planegate.invalid"
+
+
 def policy_text(agent: Path) -> str:
     python = json.dumps(sys.executable)
-    return f"""# The demo's policy: every gate on, a command executor and a command reviewer.
+    return f"""# The demo's policy: every gate on, a command executor, a command reviewer, signed approval.
 max_files = 10
 max_changed_lines = 200
 
@@ -132,24 +138,49 @@ command = [{python}, {json.dumps(str(agent))}]
 [review]
 reviewer = "command"
 command = [{python}, "-m", "planegate.server.demo_reviewer"]
+
+[approval]
+mode = "signed"
+allowed_signers = ".planegate/allowed_signers"
 """
 
 
-def make_scratch_repo(root: Path) -> Path:
+def make_key(root: Path) -> Path:
+    """A throwaway SSH key with no passphrase: fine for a demo, never for real approvals."""
+    key = root / "approver-key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "planegate demo approver", "-f", str(key)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return key
+
+
+def make_scratch_repo(root: Path) -> tuple[Path, Path]:
+    """The scratch repository and the throwaway key its allowed signers list."""
     repo = root / "textstats"
     repo.mkdir(parents=True)
     agent = root / "agent.py"
     agent.write_text(AGENT, encoding="utf-8")
+    key = make_key(root)
+    public = " ".join(Path(f"{key}.pub").read_text(encoding="utf-8").split()[:2])
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "config", "user.name", "planegate demo")
-    _git(repo, "config", "user.email", "demo@planegate.invalid")
-    for name, text in {**DEMO_FILES, ".planegate/policy.toml": policy_text(agent)}.items():
+    _git(repo, "config", "user.email", DEMO_SIGNER)
+    files = {
+        **DEMO_FILES,
+        ".planegate/policy.toml": policy_text(agent),
+        ".planegate/allowed_signers": f'{DEMO_SIGNER} namespaces="git,planegate" {public}\n',
+    }
+    for name, text in files.items():
         path = repo / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "textstats: initial")
-    return repo
+    return repo, key
 
 
 class Printer:
@@ -226,7 +257,7 @@ class DemoFailed(Exception):
     pass
 
 
-async def drive(home: Path, repo: Path, say: Printer) -> str | None:
+async def drive(home: Path, repo: Path, key: Path, say: Printer) -> str | None:
     from mcp import Client
 
     from planegate.tools.config import Settings
@@ -236,13 +267,13 @@ async def drive(home: Path, repo: Path, say: Printer) -> str | None:
     server = build_server(Settings(home=home, actor="agent:demo"), worker_delay_s=0)
     async with Client(server) as client:
         try:
-            return await _lifecycle(Demo(client, say), home, repo, say)
+            return await _lifecycle(Demo(client, say), home, repo, key, say)
         except DemoFailed as exc:
             print(f"\ndemo failed: {exc}", file=sys.stderr)
             return None
 
 
-async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
+async def _lifecycle(demo: Demo, home: Path, repo: Path, key: Path, say: Printer) -> str:
     started = await demo.call("start_run", repo=str(repo), goal="Add line and word statistics")
     run = str(started["run"])
     say(
@@ -276,20 +307,27 @@ async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
     say(f"release review: {reviewed['verdict']}", reviewed["summary"] or "")
     refusal = await demo.refused("accept_run", run=run)
     say("accept_run is refused: no human has said yes", refusal.splitlines()[-1])
-    from planegate.tools.config import Settings, os_user
-    from planegate.tools.env import Env
-    from planegate.tools.gates.release import approve
-
-    human = Env.open(Settings(home=home, actor=f"user:{os_user()}"))
-    try:
-        approval = approve(human, run, os_user(), "demo")
-    finally:
-        human.close()
+    approval = await anyio.to_thread.run_sync(sign_approval, home, run, key)
     say(
-        "the human approval",
-        f"recorded for {approval.by} at {approval.head_sha[:12]} (via 'demo': running the demo is your yes;\n"
-        f"in real use you type `planegate approve {run}` in your own terminal, which an agent cannot do)",
+        "the human approval, signed",
+        f"signed by {approval.principal} at {approval.head_sha[:12]} with the demo's throwaway key\n"
+        f"tag {approval.tag}\n"
+        f"(running the demo is your yes; in real use you run `planegate approve {run}` in your own terminal,\n"
+        "which shows what you approve and signs it with your SSH key: an agent that cannot use the key cannot)",
     )
+    allowed = f"gpg.ssh.allowedSignersFile={repo / '.planegate' / 'allowed_signers'}"
+    checked = subprocess.run(
+        ["git", "-c", allowed, "tag", "-v", str(approval.tag)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if checked.returncode != 0:
+        raise DemoFailed(f"git tag -v {approval.tag} failed: {checked.stderr.strip()}")
+    signature_line = next((line for line in checked.stderr.splitlines() if "signature" in line), checked.stderr)
+    message = checked.stdout.split("\n\n", 1)[-1].strip()
+    say(f"git tag -v {approval.tag}", f"{signature_line.strip()}\nthe signed statement:\n{message}")
     accepted = await demo.call("accept_run", run=run)
     say(
         "accept_run: the run is accepted",
@@ -307,15 +345,36 @@ async def _lifecycle(demo: Demo, home: Path, repo: Path, say: Printer) -> str:
     return run
 
 
+def sign_approval(home: Path, run: str, key: Path) -> Any:
+    """Approve ``run`` as the human would with ``planegate approve``, signing with the demo's key."""
+    from planegate.tools.config import Settings, os_user
+    from planegate.tools.env import Env
+    from planegate.tools.gates.release import approve_signed
+    from planegate.tools.gates.signing import key_from_spec
+
+    human = Env.open(Settings(home=home, actor=f"user:{os_user()}"))
+    try:
+        return approve_signed(human, run, key_from_spec(str(key), "the demo's throwaway key"), "demo")
+    finally:
+        human.close()
+
+
 def run_demo(keep: bool = False) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="planegate-demo-"))
     home = scratch / "home"
     say = Printer()
     print("planegate demo: a whole change on a scratch repository, through the MCP tools an agent calls")
     try:
-        repo = make_scratch_repo(scratch)
-        say("scratch repository", f"{repo}: a tiny Python library with tests and a .planegate/policy.toml")
-        run = anyio.run(drive, home, repo, say)
+        if shutil.which("ssh-keygen") is None:
+            print("planegate demo: ssh-keygen is missing; install OpenSSH's client (openssh-client)", file=sys.stderr)
+            return 1
+        repo, key = make_scratch_repo(scratch)
+        say(
+            "scratch repository",
+            f"{repo}: a tiny Python library with tests, a .planegate/policy.toml asking for signed approval,\n"
+            f"and .planegate/allowed_signers listing a throwaway key made for the demo ({key})",
+        )
+        run = anyio.run(drive, home, repo, key, say)
         if run is None:
             return 1
         print(f"\ndemo finished: run {run} accepted")

@@ -261,6 +261,22 @@ def m004_review_identity(db: Database) -> None:
     db.executescript("ALTER TABLE reviews ADD COLUMN identity TEXT;")
 
 
+@migrations()
+def m005_signed_approvals(db: Database) -> None:
+    """Approvals carry what was approved: the mode, the statement, its SSH signature, the signer and the chain head."""
+    db.executescript(
+        """
+        ALTER TABLE approvals ADD COLUMN mode TEXT NOT NULL DEFAULT 'interactive';
+        ALTER TABLE approvals ADD COLUMN statement TEXT;
+        ALTER TABLE approvals ADD COLUMN signature TEXT;
+        ALTER TABLE approvals ADD COLUMN principal TEXT;
+        ALTER TABLE approvals ADD COLUMN chain_event INTEGER;
+        ALTER TABLE approvals ADD COLUMN chain_hash TEXT;
+        ALTER TABLE approvals ADD COLUMN tag TEXT;
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -32,8 +32,12 @@ def test_the_demo_takes_a_change_from_start_to_an_accepted_run(tmp_path: Path) -
         "release review: approve",
         "accept_run is refused: no human has said yes",
         "planegate approve",
+        "the human approval, signed",
+        'Good "git" signature for demo@planegate.invalid',
+        "integration-head: ",
+        "human_approval: signed by demo@planegate.invalid",
         "accept_run: the run is accepted",
-        "ledger ok:",
+        "1 signed approval(s) re-verified",
     ):
         assert step in out, f"missing {step!r} in the demo's output"
     assert "demo finished" in out

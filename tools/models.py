@@ -312,6 +312,9 @@ class ApprovalResult(BaseModel):
     via: str
     head_sha: str
     open_tasks: list[str]
+    mode: str = "interactive"
+    principal: str | None = None
+    tag: str | None = None
 
 
 class AcceptRunResult(BaseModel):

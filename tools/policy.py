@@ -57,6 +57,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# planegate never gives a child process the human's ssh-agent (it could sign a signed approval).
+AGENT_VARIABLES = ("SSH_AUTH_SOCK", "SSH_AGENT_PID")
+
+
+def _no_agent(value: list[str]) -> list[str]:
+    for name in value:
+        if name in AGENT_VARIABLES:
+            raise ValueError(
+                f"env_allow may not list {name!r}: planegate never passes the ssh-agent to executors, checks or "
+                "reviewers (it could sign your approval); remove it"
+            )
+    return value
+
+
 class ExecutorSettings(_Section):
     command: list[str] | None = None
     codex: str = "codex"
@@ -66,6 +80,11 @@ class ExecutorSettings(_Section):
     codex_args: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=3600, gt=0)
     env_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: list[str]) -> list[str]:
+        return _no_agent(value)
 
 
 class ReviewSettings(_Section):
@@ -79,6 +98,33 @@ class ReviewSettings(_Section):
     base_url: str | None = None
     timeout_s: float = Field(default=1800, gt=0)
     env_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: list[str]) -> list[str]:
+        return _no_agent(value)
+
+
+class ApprovalSettings(_Section):
+    """How a human approves a run: ``interactive`` (a terminal or the client) or ``signed`` (an SSH key).
+
+    ``allowed_signers`` names a file in git's allowed-signers format, read from the run's base
+    commit (never the working tree), so a task or an edit after the run started cannot add a key.
+    """
+
+    mode: Literal["interactive", "signed"] = "interactive"
+    allowed_signers: str = ".planegate/allowed_signers"
+
+    @field_validator("allowed_signers")
+    @classmethod
+    def _repository_path(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value or value.startswith(("/", "-")) or "\\" in value or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(
+                f"allowed_signers {value!r} must be a path inside the repository, relative to its root, "
+                'e.g. ".planegate/allowed_signers"'
+            )
+        return value
 
 
 class Policy(_Section):
@@ -103,6 +149,7 @@ class Policy(_Section):
     check_timeout_s: float = Field(default=1800, gt=0)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @field_validator("checks")
     @classmethod
@@ -152,7 +199,7 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks"} else None
+    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval"} else None
     key = keys[1] if section else keys[0]
     in_section = section is None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -213,13 +260,16 @@ def detect_test_command(repo: Path) -> list[str] | None:
     return None
 
 
-def policy_template(test_command: list[str] | None) -> str:
+def policy_template(
+    test_command: list[str] | None, approval_mode: Literal["interactive", "signed"] = "interactive"
+) -> str:
+    """The commented policy ``planegate init`` writes, with the detected test command and approval mode."""
     test_line = (
         f"test = {json.dumps(test_command)}"
         if test_command
         else '# test = ["python", "-m", "pytest", "-q"]   # no test command was detected; set yours'
     )
-    return DEFAULT_POLICY_TOML.replace("{TEST_LINE}", test_line)
+    return DEFAULT_POLICY_TOML.replace("{TEST_LINE}", test_line).replace("{APPROVAL_MODE}", json.dumps(approval_mode))
 
 
 DEFAULT_POLICY_TOML = """\
@@ -279,4 +329,24 @@ reviewer = "chatgpt"      # chatgpt | command | manual
 # base_url = "https://chatgpt.com/"
 timeout_s = 1800
 env_allow = []            # environment names a command reviewer receives (e.g. OPENAI_API_KEY)
+
+[approval]
+# How a human says yes to a run (the policy committed at the run's base decides).
+# "interactive": the human types the run id at `planegate approve RUN` (read from /dev/tty, not
+#   stdin) or accepts accept_run's question in their MCP client. It stops a sandboxed agent
+#   (Codex workspace-write, Claude Code's sandbox); an agent with an unsandboxed shell can fake a
+#   terminal or write its own MCP client and answer for you.
+# "signed": `planegate approve RUN` signs a statement (run, integration head, ledger chain head,
+#   requirements version, time) with your SSH signing key (git's user.signingkey, or --key), and
+#   tags the integration head planegate/<run>/approved with an SSH-signed tag. accept_run and
+#   `planegate ledger verify` check the signature against allowed_signers as committed at the
+#   run's base; anyone can check the tag with
+#   git -c gpg.ssh.allowedSignersFile=.planegate/allowed_signers tag -v planegate/<run>/approved
+#   It stops any agent that cannot use your key: a FIDO2 -sk key that needs your touch, or a key
+#   with a passphrase that is not loaded in an ssh-agent the coding agent can reach. A key file
+#   without a passphrase that the agent can read stops nothing.
+mode = {APPROVAL_MODE}
+# git's allowed-signers format, one key per line:
+#   you@example.com namespaces="git,planegate" ssh-ed25519 AAAA...
+allowed_signers = ".planegate/allowed_signers"
 """

@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 DEFAULT_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
+# Never handed to an executor, check or reviewer, whatever the allow-list says: with the human's
+# ssh-agent a child could sign as them, and a signed approval must be out of its reach.
+NEVER_PASSED = frozenset({"SSH_AUTH_SOCK", "SSH_AGENT_PID"})
 
 _FIX_ARGV = "install it or change the argv in .planegate/policy.toml"
 _POLL_MAX_S = 0.05  # upper bound of the exit-poll interval: latency vs. wake-ups
@@ -102,7 +105,8 @@ def scrubbed_env(
 ) -> dict[str, str]:
     """The allow-listed variables of ``source`` (default ``os.environ``), then ``extra``.
 
-    A name ending in ``*`` allows every variable with that prefix (``LC_*``).
+    A name ending in ``*`` allows every variable with that prefix (``LC_*``). ``NEVER_PASSED``
+    (the ssh-agent socket) is left out even when allowed.
 
     Raises:
         InvalidInput: a bare ``*`` in ``allow``, or an ``extra`` name that is empty or contains
@@ -123,10 +127,10 @@ def scrubbed_env(
     env = {
         name: value
         for name, value in (os.environ if source is None else source).items()
-        if name in exact or any(name.startswith(prefix) for prefix in prefixes)
+        if (name in exact or any(name.startswith(prefix) for prefix in prefixes)) and name not in NEVER_PASSED
     }
     for name, value in (extra or {}).items():
-        if not name or "=" in name or "\x00" in name or "\x00" in value:
+        if not name or "=" in name or "\x00" in name or "\x00" in value or name in NEVER_PASSED:
             raise InvalidInput(f"environment variable {name!r} cannot be passed to a process; fix its name or value")
         env[name] = value
     return env

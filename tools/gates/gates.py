@@ -421,18 +421,30 @@ def release_review_gate(facts: RunFacts) -> GateResult:
 
 
 def human_gate(facts: RunFacts, policy: Policy) -> GateResult:
+    """Approvals arrive checked (``approval.check_approvals``): ``problem`` says why one cannot count."""
     if not policy.require_human_approval:
         return GateResult("human_approval", True, "not required by the policy")
+    signed = policy.approval.mode == "signed"
     on_head = [a for a in facts.approvals if a["head_sha"] == facts.integration_head]
+    good = [a for a in on_head if a.get("problem") is None]
+    if good:
+        a = good[0]
+        if a.get("mode") == "signed":
+            return GateResult("human_approval", True, f"signed by {a['principal']} (approval {a['id']})")
+        return GateResult("human_approval", True, f"approved by {a['by']} via {a['via']}")
     if on_head:
-        return GateResult("human_approval", True, f"approved by {on_head[0]['by']} via {on_head[0]['via']}")
-    stale = " (an earlier approval was for another integration head)" if facts.approvals else ""
-    return GateResult(
-        "human_approval",
-        False,
-        f"no human approval of the integration head{stale}.",
-        f"a human runs `planegate approve {facts.run}`, or answers accept_run's confirmation in the client",
+        reason = f"approval {on_head[0]['id']} of the integration head does not count: {on_head[0]['problem']}."
+    else:
+        stale = " (an earlier approval was for another integration head)" if facts.approvals else ""
+        kind = "signed human approval" if signed else "human approval"
+        reason = f"no {kind} of the integration head {str(facts.integration_head)[:12]}{stale}."
+    step = (
+        f"a human runs `planegate approve {facts.run}` in their own terminal; it signs with their SSH key "
+        "(in signed mode an answer in the client cannot approve)"
+        if signed
+        else f"a human runs `planegate approve {facts.run}`, or answers accept_run's confirmation in the client"
     )
+    return GateResult("human_approval", False, reason, step)
 
 
 def run_gates(facts: RunFacts, policy: Policy) -> list[GateResult]:

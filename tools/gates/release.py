@@ -1,20 +1,25 @@
 """Accepting a whole run: the run gates, human approval, and the acceptance record.
 
 Human approval never comes from a value the agent passes. It is recorded by ``planegate
-approve RUN`` (the OS user and the time), or by the MCP surface when the user confirms an
-elicitation in their own client. Either way it is bound to the integration head it approved, so
-a later merge needs a new approval.
+approve RUN`` at the human's terminal, or by the MCP surface when the user confirms an elicitation
+in their own client (interactive mode only). In signed mode (``[approval] mode = "signed"``) the
+approval is a statement signed with the human's SSH key, checked against the allowed signers
+committed at the run's base before it is recorded and again every time the gates are evaluated,
+and carried by a signed tag ``planegate/<run>/approved`` (see ``approval``). Either way it is
+bound to the integration head it approved, so a later merge needs a new approval.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from ..control.runs import current_requirements, set_stage
 from ..env import Env
-from ..errors import WrongState
+from ..errors import Conflict, InvalidInput, PlanegateError, WrongState
 from ..models import ApprovalResult
+from . import approval, signing
 from .facts import review_facts
 from .gates import GateResult, GatesUnmet, RunFacts, run_gates
 
@@ -42,7 +47,9 @@ def run_facts(env: Env, run: str) -> RunFacts:
             (run,),
         ),
         release_reviews=review_facts(env, run, None),
-        approvals=env.store.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id DESC", (run,)),
+        approvals=approval.check_approvals(
+            env, run_row, env.store.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id DESC", (run,)), head
+        ),
     )
 
 
@@ -51,8 +58,23 @@ def evaluate_run(env: Env, run: str) -> tuple[RunFacts, list[GateResult]]:
     return facts, run_gates(facts, env.policy(env.run_row(run)))
 
 
-def approve(env: Env, run: str, by: str, via: str) -> ApprovalResult:
-    """Record a human's approval of the run's current integration head.
+@dataclass(frozen=True)
+class PendingApproval:
+    """What a human is asked to approve right now: the run at its integration head, under its mode."""
+
+    run_row: dict[str, Any]
+    head: str
+    mode: approval.Mode
+    gates: list[GateResult]
+    statement: approval.Statement
+
+    @property
+    def run(self) -> str:
+        return str(self.run_row["id"])
+
+
+def pending_approval(env: Env, run: str) -> PendingApproval:
+    """The run's current state as a human would approve it.
 
     Raises:
         WrongState: the run is not executing or in its release review.
@@ -60,15 +82,161 @@ def approve(env: Env, run: str, by: str, via: str) -> ApprovalResult:
     run_row = env.run_row(run)
     if run_row["stage"] not in ("executing", "release_review"):
         raise WrongState(f"run {run!r} is {run_row['stage']}; approve a run once its tasks are being accepted")
-    facts = run_facts(env, run)
-    assert facts.integration_head is not None
-    with env.write() as w:
-        approval = w.insert(
-            "approvals", {"run_id": run, "by": by, "via": via, "head_sha": facts.integration_head, "at": w.at}
+    facts, gates = evaluate_run(env, run)
+    if facts.integration_head is None:
+        raise WrongState(f"run {run!r} has no integration branch {run_row['integration_branch']!r}; was it deleted?")
+    return PendingApproval(
+        run_row=run_row,
+        head=facts.integration_head,
+        mode=env.policy(run_row).approval.mode,
+        gates=gates,
+        statement=approval.statement_for(env, run_row, facts.integration_head),
+    )
+
+
+def approve(
+    env: Env,
+    run: str,
+    by: str,
+    via: str,
+    *,
+    expected_head: str | None = None,
+    statement: approval.Statement | None = None,
+    signature: str | None = None,
+    tag: str | None = None,
+) -> ApprovalResult:
+    """Record a human's approval of the run's current integration head.
+
+    Unsigned (interactive) approvals are refused when the run's policy asks for signed ones. A
+    signed approval is checked before it is recorded: the signature by an allowed signer at the
+    base, the statement naming this run, this head and requirements version, and a ledger event
+    that still has its hash.
+
+    Raises:
+        WrongState: the run is not executing or in its release review, or its policy asks for a
+            signed approval and this one is not signed.
+        Conflict: the integration head is no longer ``expected_head`` (the human saw another one).
+        InvalidInput: the signature or statement does not hold.
+    """
+    pending = pending_approval(env, run)
+    head = pending.head
+    if expected_head is not None and head != expected_head:
+        raise Conflict(
+            f"the integration head of run {run!r} moved from {expected_head[:12]} to {head[:12]} while you were "
+            f"deciding; nothing was recorded. Run `planegate approve {run}` again to see what changed"
         )
-        w.event("run.approved", run=run, approval=approval, by=by, via=via, head_sha=facts.integration_head)
+    if pending.mode == "signed" and signature is None:
+        raise WrongState(
+            f'run {run!r} needs a signed approval ([approval] mode = "signed" in its policy); '
+            f"a human runs `planegate approve {run}` in their own terminal, which signs with their SSH key"
+        )
+    statement = statement or pending.statement
+    principal: str | None = None
+    row = {
+        "run_id": run,
+        "by": by,
+        "via": via,
+        "head_sha": head,
+        "mode": "signed" if signature is not None else "interactive",
+        "statement": statement.text(),
+        "signature": signature,
+        "chain_event": statement.chain_event,
+        "chain_hash": statement.chain_hash,
+        "tag": tag,
+    }
+    if signature is not None:
+        run_row = pending.run_row
+        _, problem = approval.statement_problem(env, run_row, row)
+        if problem is None and statement.requirements_version != run_row["requirements_version"]:
+            problem = f"its statement is for requirements version {statement.requirements_version}"
+        if problem:
+            raise InvalidInput(f"signed approval of run {run!r} refused: {problem}")
+        allowed = approval.allowed_signers_at_base(env.repo(run_row["repo"]), run_row, env.policy(run_row))
+        try:
+            principal = approval.signer_of(allowed, statement.text(), signature)
+        except InvalidInput as exc:
+            raise InvalidInput(
+                f"signed approval of run {run!r} refused: {exc} ({env.policy(run_row).approval.allowed_signers} "
+                f"at {run_row['base_sha'][:12]})"
+            ) from exc
+        row["principal"] = principal
+        row["by"] = principal
+    with env.write() as w:
+        current = env.run_row(run)
+        if current["stage"] not in ("executing", "release_review"):
+            raise WrongState(f"run {run!r} became {current['stage']} while approving; nothing was recorded")
+        approval_id = w.insert("approvals", {**row, "at": w.at})
+        w.event("run.approved", run=run, approval=approval_id, **{k: v for k, v in row.items() if k != "run_id"})
+    facts = run_facts(env, run)
     open_tasks = [t["id"] for t in facts.tasks if t["status"] not in ("accepted", "cancelled")]
-    return ApprovalResult(run=run, by=by, via=via, head_sha=facts.integration_head, open_tasks=open_tasks)
+    return ApprovalResult(
+        run=run,
+        by=str(row["by"]),
+        via=via,
+        head_sha=head,
+        open_tasks=open_tasks,
+        mode=str(row["mode"]),
+        principal=principal,
+        tag=tag,
+    )
+
+
+def approve_signed(
+    env: Env,
+    run: str,
+    key: signing.SigningKey,
+    via: str,
+    *,
+    pending: PendingApproval | None = None,
+    show_prompts: bool = False,
+) -> ApprovalResult:
+    """Sign the run's approval statement with ``key``, check it, tag the head, and record it.
+
+    ``pending`` is what the human was shown; the statement signed is its statement, so nothing
+    they did not see is signed. ssh-keygen and git sign (twice: the statement for planegate, the
+    tag for git); with ``show_prompts`` they ask at the terminal for a passphrase or a touch.
+
+    Raises:
+        Conflict: the integration head moved since ``pending`` was read.
+        InvalidInput: the key cannot sign, or is not an allowed signer at the run's base.
+        GitError: the tag could not be signed or written (nothing recorded).
+    """
+    pending = pending or pending_approval(env, run)
+    run_row = pending.run_row
+    text = pending.statement.text()
+    signature = signing.sign(key, text.encode(), show_prompts=show_prompts)
+    allowed = approval.allowed_signers_at_base(env.repo(run_row["repo"]), run_row, env.policy(run_row))
+    try:
+        approval.signer_of(allowed, text, signature)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"{key.describe()} may not approve run {run!r}: {exc}. The run accepts the keys in "
+            f"{env.policy(run_row).approval.allowed_signers} as committed at its base {run_row['base_sha'][:12]}; "
+            "add yours there, commit, and start a new run from that commit"
+        ) from exc
+    current = pending_approval(env, run).head
+    if current != pending.head:
+        raise Conflict(
+            f"the integration head of run {run!r} moved from {pending.head[:12]} to {current[:12]} while you were "
+            f"deciding; nothing was recorded. Run `planegate approve {run}` again to see what changed"
+        )
+    repo = env.repo(run_row["repo"])
+    tag = approval.create_tag(repo, run, pending.head, text, key)
+    try:
+        return approve(
+            env,
+            run,
+            "",
+            via,
+            expected_head=pending.head,
+            statement=pending.statement,
+            signature=signature,
+            tag=tag,
+        )
+    except PlanegateError:
+        # A tag that no ledger approval backs would mislead whoever checks it; take back the one just made.
+        approval.remove_tag(repo, tag)
+        raise
 
 
 def accept_run(env: Env, run: str) -> tuple[dict[str, Any], list[GateResult]]:
@@ -101,18 +269,10 @@ def accept_run(env: Env, run: str) -> tuple[dict[str, Any], list[GateResult]]:
     return {**run_row, "integration_sha": facts.integration_head or ""}, gates
 
 
-def confirmation_question(env: Env, run: str) -> str | None:
-    """The question to put to the human, when their approval is the only gate left; else None."""
+def awaiting_human(env: Env, run: str) -> PendingApproval | None:
+    """The pending approval when the human's yes is the only run gate left; else None."""
     run_row = env.run_row(run)
-    if run_row["stage"] in ("accepted", "abandoned"):
+    if run_row["stage"] not in ("executing", "release_review"):
         return None
-    facts, gates = evaluate_run(env, run)
-    unmet = [g for g in gates if not g.ok]
-    if [g.gate for g in unmet] != ["human_approval"]:
-        return None
-    accepted = sum(1 for t in facts.tasks if t["status"] == "accepted")
-    return (
-        f"planegate asks you to accept run {run} — {run_row['goal']} — into {run_row['integration_branch']} "
-        f"at {str(facts.integration_head)[:12]}: {accepted} task(s) accepted, checks pass, the release review "
-        "approves. Accept it?"
-    )
+    pending = pending_approval(env, run)
+    return pending if [g.gate for g in pending.gates if not g.ok] == ["human_approval"] else None
