@@ -579,7 +579,7 @@ def test_executors_checks_and_reviewers_never_receive_the_ssh_agent(
     argv = {}
     for who in ("check", "executor", "reviewer"):  # one program each: a reviewer may not be the executor
         copy = tmp_path / f"{who}_dump_env.py"
-        copy.write_text(dump.read_text())
+        copy.write_text(f"# the {who}'s own program\n" + dump.read_text())
         argv[who] = json.dumps([sys.executable, str(copy), who])
     repo = calc_repo(tmp_path / "calc", require_red_green=False)
     policy = repo / ".planegate" / "policy.toml"
