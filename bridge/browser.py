@@ -3,7 +3,14 @@
 The bridge never owns the user's browser: it attaches over the Chrome DevTools Protocol (CDP) to
 a Chromium/Chrome that is already running, found by probing a list of candidate endpoints, or it
 starts one detached (``planegate browser launch``) with a persistent profile the user logs into
-once. A launched browser outlives the process that started it.
+once (the recommended way). A launched browser outlives the process that started it.
+
+A candidate is an ``http(s)://`` or ``ws(s)://`` URL, a bare port, or a browser profile folder
+(or its ``DevToolsActivePort`` file). The folder form is how a running everyday Chrome is
+reached: Chrome 136+ ignores ``--remote-debugging-port`` on its default profile, but after the
+user turns on remote debugging at ``chrome://inspect/#remote-debugging`` it writes the port and
+the browser's websocket path to ``DevToolsActivePort`` and serves only that websocket (no
+``/json/version``), asking the user to allow the connection.
 
 One review drives one browser session at a time: ``BrowserLease`` is an ``flock`` on a file named
 from the endpoint, so the kernel releases it when the holder dies and no stale lock survives a
@@ -45,6 +52,10 @@ QUIET_FLAGS = (
     "--disable-sync",
     "--disable-gpu",
     "--disable-quic",
+    # The profile's page texts are English, and a background tab must keep polling at speed.
+    "--lang=en-US",
+    "--disable-background-timer-throttling",
+    "--disable-features=Translate,AutomationControlled",
 )
 EXECUTABLE_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -60,7 +71,8 @@ def _opener() -> urllib.request.OpenerDirector:
 
 @dataclass(frozen=True)
 class EndpointInfo:
-    """A DevTools endpoint that answered ``/json/version``."""
+    """A DevTools endpoint that answered ``/json/version``, or a websocket-only one found through
+    ``DevToolsActivePort`` (``websocket_only``: the browser's version is known after attaching)."""
 
     url: str  # the candidate as configured
     cdp_url: str  # what to hand to ``connect_over_cdp``
@@ -68,10 +80,25 @@ class EndpointInfo:
     protocol_version: str
     user_agent: str
     websocket_url: str
+    websocket_only: bool = False
+    via: str = ""  # the DevToolsActivePort file it was read from, if any
+
+    def describe(self) -> str:
+        if self.websocket_only:
+            return f"websocket-only {self.cdp_url} (from {self.via or self.url}; Chrome may ask to allow it)"
+        return f"{self.browser} at {self.cdp_url}" + (f" (from {self.via})" if self.via else "")
+
+
+def _is_path(candidate: str) -> bool:
+    return candidate.startswith(("/", "~", "file:", "./", "../"))
 
 
 def _normalise(candidate: str) -> str:
-    value = candidate.strip().rstrip("/")
+    value = candidate.strip()
+    if _is_path(value):
+        value = value.removeprefix("file://").removeprefix("file:")
+        return str(Path(value).expanduser())
+    value = value.rstrip("/")
     if value.isdigit():
         return f"http://127.0.0.1:{value}"
     if "://" not in value:
@@ -81,7 +108,8 @@ def _normalise(candidate: str) -> str:
 
 def candidate_endpoints(env_value: str | None, configured: Sequence[str] | None) -> list[str]:
     """CDP endpoints to try, in order: ``PLANEGATE_CDP_URL`` (comma-separated), else the configured
-    list, else the defaults. Bare ports and ``host:port`` become ``http://`` URLs; duplicates go."""
+    list, else the defaults. Bare ports and ``host:port`` become ``http://`` URLs, profile folders
+    (``/…``, ``~/…``, ``file:…``) absolute paths; duplicates go."""
     if env_value and env_value.strip():
         raw: Iterable[str] = env_value.split(",")
     elif configured:
@@ -101,10 +129,66 @@ def _http_base(url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
+def _port_open(host: str, port: int, timeout: float) -> str | None:
+    """``None`` when something accepts TCP connections there, else why not."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer within {timeout:.1f} s"
+    except OSError as exc:
+        return str(exc)
+
+
+def active_port_file(path: Path) -> Path | None:
+    """The ``DevToolsActivePort`` file a profile folder (or the file itself) points at, if any."""
+    if path.is_file():
+        return path
+    for candidate in (path / "DevToolsActivePort", path / "Default" / "DevToolsActivePort"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _probe_active_port(candidate: str, timeout: float) -> EndpointInfo | str:
+    """Attach metadata Chrome wrote for its remote-debugging toggle: line 1 the port, line 2 the
+    browser's websocket path. A classic endpoint on that port is preferred when it answers."""
+    path = Path(candidate)
+    found = active_port_file(path)
+    if found is None:
+        return (
+            f"no DevToolsActivePort in {path}: turn on remote debugging at chrome://inspect/#remote-debugging in "
+            "that Chrome (or start it with `planegate browser launch`)"
+        )
+    try:
+        lines = found.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return f"cannot read {found} ({exc})"
+    port_text = lines[0].strip() if lines else ""
+    ws_path = lines[1].strip() if len(lines) > 1 else ""
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536 or not ws_path.startswith("/devtools/browser/"):
+        return f"{found} does not hold a port and a /devtools/browser/ path; restart remote debugging in that Chrome"
+    port = int(port_text)
+    classic = _probe(f"http://127.0.0.1:{port}", timeout)
+    if isinstance(classic, EndpointInfo):
+        return EndpointInfo(**{**classic.__dict__, "url": candidate, "via": str(found)})
+    why = _port_open("127.0.0.1", port, timeout)
+    if why is not None:
+        return f"{found} names port {port}, but {why} there (is that Chrome still running with remote debugging on?)"
+    ws_url = f"ws://127.0.0.1:{port}{ws_path}"
+    return EndpointInfo(candidate, ws_url, "", "", "", ws_url, websocket_only=True, via=str(found))
+
+
 def _probe(url: str, timeout: float) -> EndpointInfo | str:
     """The endpoint's info, or a short reason it did not answer."""
     import urllib.error
 
+    if _is_path(url):
+        return _probe_active_port(url, timeout)
     base = _http_base(url)
     if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
         return f"not an http(s)/ws(s) URL: {url!r}"
@@ -112,20 +196,20 @@ def _probe(url: str, timeout: float) -> EndpointInfo | str:
         with _opener().open(f"{base}/json/version", timeout=timeout) as resp:
             data = json.loads(resp.read(65536).decode("utf-8", "replace"))
     except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code} from {base}/json/version"
+        return _websocket_only(url, f"HTTP {exc.code} from {base}/json/version", timeout)
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, ConnectionRefusedError):
             return "connection refused"
         if isinstance(reason, TimeoutError):
             return f"no answer within {timeout:.1f} s"
-        return str(reason)
+        return _websocket_only(url, str(reason), timeout)
     except TimeoutError:
         return f"no answer within {timeout:.1f} s"
     except (OSError, ValueError) as exc:
-        return f"unreadable answer ({exc})"
+        return _websocket_only(url, f"unreadable answer ({exc})", timeout)
     if not isinstance(data, dict) or not data.get("webSocketDebuggerUrl"):
-        return "answered, but not a DevTools endpoint (no webSocketDebuggerUrl)"
+        return _websocket_only(url, "answered, but not a DevTools endpoint (no webSocketDebuggerUrl)", timeout)
     scheme = urlsplit(url).scheme
     return EndpointInfo(
         url=url,
@@ -135,6 +219,17 @@ def _probe(url: str, timeout: float) -> EndpointInfo | str:
         user_agent=str(data.get("User-Agent", "")),
         websocket_url=str(data["webSocketDebuggerUrl"]),
     )
+
+
+def _websocket_only(url: str, why: str, timeout: float) -> EndpointInfo | str:
+    """A ``ws://…/devtools/browser/…`` candidate may be served without ``/json/version`` (Chrome's
+    remote-debugging toggle): accept it when its port takes connections."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.path.startswith("/devtools/browser/"):
+        return why
+    if _port_open(parts.hostname or "127.0.0.1", parts.port or 80, timeout) is not None:
+        return why
+    return EndpointInfo(url, url, "", "", "", url, websocket_only=True)
 
 
 def probe_endpoint(url: str, timeout: float = 2.0) -> EndpointInfo | None:

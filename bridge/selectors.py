@@ -9,6 +9,9 @@ Invariants:
 - a named selector resolves to its first candidate that matches (a visible match beats a hidden
   one); when no candidate matches, the name is *missing*, which is drift, and the caller raises
   ``SelectorDrift`` after a short grace instead of waiting on it;
+- a name that resolves to a later candidate than its first is a *fallback in use*: the page
+  drifted from the primary candidate and only the fallback kept it working. ``Match.fallback``
+  says so, and callers record it (``doctor`` shows it);
 - the merged profile keeps the higher of the two versions, and remembers both, so a stale
   override can be reported.
 """
@@ -23,8 +26,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import Fallback
 from .errors import ProfileError, SelectorDrift
 from .pagejs import SCAN_JS
+from .session import evaluate_bounded, playwright_errors
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -34,11 +39,17 @@ PACKAGED = "profile.json"
 
 @dataclass(frozen=True)
 class Match:
-    """Where a named selector landed on the page: the candidate, how many elements, any visible."""
+    """Where a named selector landed on the page: the candidate (and its position in the list),
+    how many elements, any visible."""
 
     candidate: str
     count: int
     visible: bool
+    index: int = 0
+
+    @property
+    def fallback(self) -> bool:
+        return self.index > 0
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,6 @@ class Profile:
 
     def scan(self, page: Page, names: Iterable[str], timeout: float = 15.0) -> dict[str, Match | None]:
         """Resolve several named selectors in one round trip; ``None`` marks a missing name."""
-        from .session import evaluate_bounded, playwright_errors
-
         wanted = list(names)
         for name in wanted:
             self.candidates(name)
@@ -81,7 +90,7 @@ class Profile:
 
     def require(
         self, page: Page, names: Iterable[str], grace: float, *, step: str, raise_missing: bool = True
-    ) -> dict[str, str]:
+    ) -> dict[str, Match]:
         """Wait at most ``grace`` seconds for every name to match; raise ``SelectorDrift`` naming the rest.
 
         Pages render asynchronously, so a name gets a short grace, but never more: a missing
@@ -97,7 +106,15 @@ class Profile:
             time.sleep(0.1)
         if missing and raise_missing:
             raise SelectorDrift(missing, self.drift_report(missing, page.url), step=step)
-        return {n: m.candidate for n, m in found.items() if m is not None}
+        return {n: m for n, m in found.items() if m is not None}
+
+    def fallbacks(self, found: Mapping[str, Match | None]) -> list[Fallback]:
+        """The names in ``found`` that matched only through a later candidate."""
+        return [
+            Fallback(name, self.candidates(name)[0], m.candidate)
+            for name, m in found.items()
+            if m is not None and m.fallback
+        ]
 
     def drift_report(self, missing: Iterable[str], url: str) -> str:
         lines = [f"page {url}, profile version {self.version}:"]

@@ -12,6 +12,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +60,34 @@ def evaluate_bounded(page: Page, script: str, arg: Any, timeout_s: float) -> Any
         handle.dispose()
 
 
+def evaluate_async_bounded(page: Page, script: str, arg: Any, timeout_s: float) -> Any:
+    """Run an ``async (args) => ...`` script to its end, within ``timeout_s``.
+
+    The promise is started once and its result polled for, so a hung promise (or tab) costs the
+    deadline, never a blocked thread. Raises Playwright's ``TimeoutError`` like
+    ``evaluate_bounded``.
+    """
+    key = f"__planegate_job_{secrets.token_hex(6)}"
+    starter = (
+        f"(args) => {{ const jobs = window.__planegateJobs || (window.__planegateJobs = {{}});"
+        f" if (!jobs[{key!r}]) {{ const job = jobs[{key!r}] = {{done: false}};"
+        f" Promise.resolve().then(() => ({script})(args)).then("
+        f"(v) => {{ job.done = true; job.value = v; }}, (e) => {{ job.done = true; job.error = String(e); }}); }}"
+        f" const job = jobs[{key!r}]; if (!job.done) return false; delete jobs[{key!r}];"
+        f" return {{value: job.value === undefined ? null : job.value, error: job.error || null}}; }}"
+    )
+    handle = page.wait_for_function(starter, arg=arg, timeout=timeout_s * 1000, polling=50)
+    try:
+        result = handle.json_value()
+    finally:
+        handle.dispose()
+    if result.get("error"):
+        from playwright.sync_api import Error as PlaywrightError
+
+        raise PlaywrightError(f"in-page script failed: {result['error']}")
+    return result["value"]
+
+
 class PageSession:
     """``with PageSession(...) as s: s.page ...`` — see the module docstring for what it guarantees."""
 
@@ -69,16 +98,24 @@ class PageSession:
         *,
         lease_timeout_s: float,
         connect_timeout_s: float,
+        attach_timeout_s: float | None = None,
     ) -> None:
         self.endpoints = list(endpoints)
         self.lease_dir = lease_dir
         self.lease_timeout_s = lease_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        # A websocket-only endpoint (Chrome's remote-debugging toggle) waits for the user to allow it.
+        self.attach_timeout_s = max(attach_timeout_s or connect_timeout_s, connect_timeout_s)
         self.endpoint: EndpointInfo | None = None
+        self.browser_version: str = ""
         self._lease: BrowserLease | None = None
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._page: Page | None = None
+
+    @property
+    def has_page(self) -> bool:
+        return self._page is not None and not self._page.is_closed()
 
     @property
     def page(self) -> Page:
@@ -107,11 +144,11 @@ class PageSession:
             # Keyed by the browser's websocket URL: unique per running browser, whatever alias reached it.
             self._lease = BrowserLease(self.lease_dir, self.endpoint.websocket_url or self.endpoint.cdp_url)
             self._lease.acquire(self.lease_timeout_s)
-        with playwright_errors(f"connecting to {self.endpoint.cdp_url}", self.connect_timeout_s):
+        timeout = self.attach_timeout_s if self.endpoint.websocket_only else self.connect_timeout_s
+        with playwright_errors(f"connecting to {self.endpoint.cdp_url}", timeout):
             self._pw = sync_playwright().start()
-            self._browser = self._pw.chromium.connect_over_cdp(
-                self.endpoint.cdp_url, timeout=self.connect_timeout_s * 1000
-            )
+            self._browser = self._pw.chromium.connect_over_cdp(self.endpoint.cdp_url, timeout=timeout * 1000)
+            self.browser_version = self._browser.version
             contexts = self._browser.contexts
             if not contexts:
                 raise BridgeError(

@@ -390,10 +390,11 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
     ) -> ReviewResult:
         """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
-        from planegate.tools.review.review import review_result, review_row
+        from planegate.tools.review.review import pick_up_pending, review_result
 
-        row = await anyio.to_thread.run_sync(lambda: call(review_row, holder.get(), review))
-        if row["job_id"] is not None and row["status"] in ("queued", "running"):
+        # A pending review (sent, reply still coming) whose re-read is due gets it queued here.
+        row = await anyio.to_thread.run_sync(lambda: call(pick_up_pending, holder.get(), review))
+        if row["job_id"] is not None and row["status"] in ("queued", "running", "pending"):
             await wait_for_job(holder, row["job_id"], wait_seconds, ctx)
         return await anyio.to_thread.run_sync(lambda: call(review_result, holder.get(), review))
 

@@ -12,9 +12,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from planegate.tools.policy import ReviewSettings
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -343,16 +346,43 @@ def cmd_browser_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_policy(repo: str | None) -> tuple[ReviewSettings, Path | None]:
+    """The ``[review]`` settings of ``repo``'s policy (else the nearest one above the current
+    directory), and the file they came from (``None``: defaults). Raises ``PolicyError``."""
+    from planegate.tools.policy import POLICY_PATH, ReviewSettings, parse_policy
+
+    start = Path(repo).expanduser().resolve() if repo else Path.cwd().resolve()
+    for folder in [start] if repo else [start, *start.parents]:
+        path = folder / POLICY_PATH
+        if path.is_file():
+            return parse_policy(path.read_text(encoding="utf-8"), str(path)).review, path
+    return ReviewSettings(), None
+
+
 def cmd_browser_doctor(args: argparse.Namespace) -> int:
     from planegate.bridge import BridgeConfig, ChatGPTBridge, candidate_endpoints
     from planegate.tools.config import Settings
+    from planegate.tools.errors import PolicyError
 
     settings = Settings.from_env()
+    try:
+        review, source = _review_policy(args.repo)
+    except PolicyError as exc:
+        print(f"planegate browser doctor: {exc}", file=sys.stderr)
+        return 2
     override = settings.browser_dir / "selectors.json"
-    endpoints = candidate_endpoints(os.environ.get("PLANEGATE_CDP_URL"), args.endpoint or None)
+    # As a review would: PLANEGATE_CDP_URL, else --endpoint, else the policy's [review] cdp_urls.
+    endpoints = candidate_endpoints(os.environ.get("PLANEGATE_CDP_URL"), args.endpoint or review.cdp_urls or None)
     config = BridgeConfig(
-        endpoints=endpoints, base_url=args.base_url, selectors_override=override if override.is_file() else None
+        endpoints=endpoints,
+        base_url=args.base_url or review.base_url,
+        project=review.project,
+        model_hint=review.model_hint,
+        require_model=review.require_model,
+        selectors_override=override if override.is_file() else None,
     )
+    where = f"[review] of {source}" if source else "no .planegate/policy.toml found; defaults"
+    print(f"{'info':<5} {'policy':<28} {where}")
     report = ChatGPTBridge(config, settings.browser_dir / "leases").doctor()
     print(report.render())
     return 0 if report.ok else 1
@@ -519,8 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Attach to the browser and report: endpoint reachable, browser version, logged in or not, "
         "Cloudflare challenge, usage-cap banner, and each named selector matched or missing. Sends nothing.",
     )
-    doctor.add_argument("--endpoint", action="append", help="DevTools URL to try (repeatable)")
-    doctor.add_argument("--base-url", help="ChatGPT address (default https://chatgpt.com/)")
+    doctor.add_argument("--endpoint", action="append", help="DevTools URL or profile folder to try (repeatable)")
+    doctor.add_argument("--base-url", help="ChatGPT address (default: the policy's base_url, else chatgpt.com)")
+    doctor.add_argument(
+        "--repo",
+        help="repository whose .planegate/policy.toml gives [review] base_url, cdp_urls, project and model_hint "
+        "(default: the current directory, or the nearest parent with one)",
+    )
 
     hook = group("hook", "The agent clients' Stop hook (installed by the plugin).")
     add(

@@ -277,6 +277,23 @@ def m005_signed_approvals(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_review_reread(db: Database) -> None:
+    """A review whose reply is still coming when its deadline passes waits to be re-read: when it
+    was last seen alive and doing what (``progress``), when to look again, and notes the reviewer
+    left (an unverified model, a prompt sent as files)."""
+    db.executescript(
+        """
+        ALTER TABLE reviews ADD COLUMN progress TEXT;
+        ALTER TABLE reviews ADD COLUMN progress_at TEXT;
+        ALTER TABLE reviews ADD COLUMN pending_since TEXT;
+        ALTER TABLE reviews ADD COLUMN reread_after TEXT;
+        ALTER TABLE reviews ADD COLUMN notes TEXT;
+        CREATE INDEX reviews_pending ON reviews (status, reread_after);
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

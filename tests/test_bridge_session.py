@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,7 +20,10 @@ from planegate.bridge import (
     BridgeReply,
     BrowserBusy,
     ChatGPTBridge,
+    EndpointUnreachable,
     LaunchedBrowser,
+    candidate_endpoints,
+    find_endpoint,
     launch_browser,
     probe_endpoint,
 )
@@ -111,15 +116,23 @@ def test_a_second_ask_waits_its_turn_when_the_lease_timeout_allows(make_bridge: 
     assert [p.text for p in fakechat.prompts] == ["first", "second"]
 
 
-def test_doctor_reports_a_ready_page_without_sending(make_bridge: MakeBridge, fakechat: FakeChat) -> None:
+@pytest.mark.parametrize("dom", ["2025", "2026"])
+def test_doctor_reports_a_ready_page_without_sending(make_bridge: MakeBridge, fakechat: FakeChat, dom: str) -> None:
+    fakechat.dom = dom
     report = make_bridge().doctor()
 
     assert report.ok, report.render()
-    assert report.logged_in is True
+    assert (report.logged_in, report.login_proof) == (True, "the account's profile control is shown")
+    assert not report.cloudflare
     checks = {c.name: c for c in report.selectors}
     assert checks["composer"].match is not None and checks["composer"].match.candidate == "#prompt-textarea"
-    assert checks["send"].match is not None
+    assert checks["send"].match is not None and not checks["send"].fallback
+    assert checks["model_switcher"].match is not None  # the 2026 pill mounts late; doctor waits for it
+    # The profile's primaries are the current (2026) site; on the older page a fallback carries it.
+    assert [fb.name for fb in report.fallbacks] == ([] if dom == "2026" else ["model_switcher"])
     assert "overall" in report.render().splitlines()[-1]
+    bot_note = any("bot-management script" in n for n in report.notes)
+    assert bot_note == (dom == "2026")
     assert fakechat.prompts == []
 
 
@@ -133,14 +146,58 @@ def test_doctor_flags_the_missing_send_button_on_drift(make_bridge: MakeBridge, 
     assert fakechat.prompts == []
 
 
-def test_doctor_reports_a_logged_out_session(make_bridge: MakeBridge, fakechat: FakeChat) -> None:
-    fakechat.variant = "logged_out"
+def test_doctor_shows_a_fallback_in_use_now_and_one_a_review_recorded(
+    make_bridge: MakeBridge, fakechat: FakeChat
+) -> None:
+    fakechat.variant = "send_no_testid"
+    bridge = make_bridge()
+    bridge.ask("hi", [], on_sent=lambda url: None)  # records the fallbacks it relied on
+    fakechat.variant = "normal"
+
+    healthy = bridge.doctor()
+
+    assert healthy.ok, healthy.render()
+    warned = [line for line in healthy.render().splitlines() if line.startswith("WARN")]
+    assert any("selector send" in line and "fallback in use (seen by a review" in line for line in warned), warned
+    assert {fb.name for fb in healthy.fallbacks} >= {"send", "stop"}
+
+    fakechat.variant = "send_no_testid"
+    now = bridge.doctor()
+    send = next(c for c in now.selectors if c.name == "send")
+    assert send.fallback and send.match is not None and send.match.candidate.startswith("#composer-submit-button")
+    line = next(x for x in now.render().splitlines() if "selector send" in x and x.startswith("WARN"))
+    assert 'fallback in use: primary button[data-testid="send-button"] matched nothing' in line
+
+
+@pytest.mark.parametrize(
+    ("variant", "proof"),
+    [
+        ("logged_out", "a login control is shown"),
+        ("guest", "a guest page: a composer, but the session has no account"),
+        ("welcome_back", "the 'Welcome back' account picker is shown"),
+    ],
+)
+def test_doctor_requires_positive_proof_of_login(
+    make_bridge: MakeBridge, fakechat: FakeChat, variant: str, proof: str
+) -> None:
+    fakechat.variant = variant
     report = make_bridge().doctor()
 
     assert not report.ok
-    assert report.logged_in is False
-    assert "composer" in report.missing
-    assert {c.name: c.ok for c in report.selectors}["logged_out"] is False
+    assert (report.logged_in, report.login_proof) == (False, proof)
+    assert not report.cloudflare
+    assert report.account_chooser == (variant == "welcome_back")
+    if variant == "logged_out":
+        assert {c.name: c.ok for c in report.selectors}["logged_out"] is False
+
+
+def test_doctor_reports_a_cloudflare_interstitial(make_bridge: MakeBridge, fakechat: FakeChat) -> None:
+    fakechat.variant = "cloudflare"
+    report = make_bridge().doctor()
+
+    assert not report.ok and report.cloudflare
+    assert "Just a moment" in report.cloudflare_evidence
+    assert report.logged_in is None
 
 
 def test_doctor_reports_unreachable_endpoints_without_raising(make_bridge: MakeBridge) -> None:
@@ -149,6 +206,114 @@ def test_doctor_reports_unreachable_endpoints_without_raising(make_bridge: MakeB
     assert not report.ok
     assert report.endpoint is None
     assert "connection refused" in report.render()
+
+
+class WebsocketOnlyProxy:
+    """Chrome as its remote-debugging toggle serves it: the browser websocket, but no /json/*.
+
+    Forwards every connection to the real browser except HTTP requests for /json/…, which get
+    a 404, so the only way in is the websocket path Chrome wrote to DevToolsActivePort.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.sockets: list[socket.socket] = []
+        self.refused: list[str] = []
+        self.accepter = threading.Thread(target=self._accept, daemon=True)
+        self.accepter.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].decode()
+        if " /json" in request_line:
+            self.refused.append(request_line)
+            client.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets.append(upstream)
+        upstream.sendall(head)
+        back = threading.Thread(target=self._pipe, args=(upstream, client), daemon=True)
+        back.start()
+        self.threads.append(back)
+        self._pipe(client, upstream)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+        self.server.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for t in [self.accepter, *self.threads]:
+            t.join(5)
+            assert not t.is_alive(), "proxy thread left running"
+
+
+def test_a_running_chrome_is_attached_through_its_devtools_active_port_file(
+    make_bridge: MakeBridge, chromium: LaunchedBrowser, fakechat: FakeChat, tmp_path: Path
+) -> None:
+    ws_path = urlsplit(chromium.endpoint.websocket_url).path
+    proxy = WebsocketOnlyProxy(int(urlsplit(chromium.endpoint.url).port or 0))
+    try:
+        profile = tmp_path / "google-chrome"
+        profile.mkdir()
+        (profile / "DevToolsActivePort").write_text(f"{proxy.port}\n{ws_path}\n")
+        [candidate] = candidate_endpoints(str(profile), None)
+        assert candidate == str(profile)
+
+        reply = make_bridge(endpoints=[candidate]).ask("hi over the websocket", [], on_sent=lambda url: None)
+        report = make_bridge(endpoints=[candidate]).doctor()
+
+        assert reply.markdown and [p.text for p in fakechat.prompts] == ["hi over the websocket"]
+        assert proxy.refused, "the bridge never tried the classic /json/version first"
+        assert report.ok, report.render()
+        assert report.endpoints[0][1].startswith(f"ok websocket-only ws://127.0.0.1:{proxy.port}{ws_path}")
+        assert report.browser_version and report.browser_version[0].isdigit()
+    finally:
+        proxy.close()
+
+
+def test_attach_advice_names_the_chrome_136_route(tmp_path: Path) -> None:
+    with pytest.raises(EndpointUnreachable) as none:
+        find_endpoint([str(tmp_path / "no-such-profile"), f"http://127.0.0.1:{free_port()}"], timeout=0.5)
+    text = str(none.value)
+    assert "no DevToolsActivePort in" in text and "chrome://inspect/#remote-debugging" in text
+    assert "planegate browser launch" in text and "Chrome 136+" in text
+    assert "start Chrome with --remote-debugging-port" not in text
 
 
 def test_launch_browser_serves_devtools_on_the_given_port_and_refuses_a_taken_one(tmp_path: Path) -> None:

@@ -13,14 +13,21 @@ from pathlib import Path
 import pytest
 
 from planegate.bridge import (
+    STAGES,
     BrowserBusy,
     BrowserLease,
     BrowserNotFound,
     EndpointUnreachable,
+    LoggedOut,
     ProfileError,
+    ReplyPending,
+    SelectorDrift,
+    active_port_file,
     candidate_endpoints,
+    conversation_id,
     find_browser_executable,
     find_endpoint,
+    is_durable_conversation_url,
     load_profile,
     probe_endpoint,
 )
@@ -153,13 +160,135 @@ def test_packaged_profile_names_every_selector_the_bridge_uses() -> None:
         "project_link",
         "new_chat",
         "logged_out",
+        "logged_in",
+        "app_shell",
         "cloudflare",
+        "cloudflare_script",
+        "dialog",
+        "turn_copy",
+        "busy",
+        "status_node",
+        "attachment_chip",
+        "attachment_remove",
+        "upload_busy",
+        "model_checked",
         "retry",
         "error_banner",
     ]:
         assert profile.candidates(name)
-    assert profile.texts["cloudflare_title"] and profile.texts["usage_cap"]
+    for text in ("cloudflare_title", "cloudflare_copy", "usage_cap", "thinking_status", "welcome_back", "dismiss"):
+        assert profile.texts[text], text
     assert profile.base_url == "https://chatgpt.com/"
+
+
+def test_the_profile_is_version_2_and_never_counts_the_bot_management_script_as_a_challenge() -> None:
+    profile = load_profile()
+    assert profile.version == 2
+    # Cloudflare injects this script into healthy pages: it is weak evidence, kept apart.
+    assert not any('challenge-platform/"]' in c and c.startswith("script") for c in profile.candidates("cloudflare"))
+    assert profile.candidates("cloudflare_script") == ('script[src*="/challenge-platform/"]',)
+    # The stop fallback must not catch dictation, voice or read-aloud "stop" buttons.
+    stop_fallback = profile.candidates("stop")[-1]
+    assert stop_fallback.startswith("form ") and all(w in stop_fallback for w in ("dictat", "voice", "read"))
+    assert "thought for" not in " ".join(profile.texts["thinking_status"])
+
+
+def test_only_a_durable_conversation_url_counts() -> None:
+    assert conversation_id("https://chatgpt.com/c/6a1b2c3d-aaaa-4bbb-8ccc-0123456789ab") == (
+        "6a1b2c3d-aaaa-4bbb-8ccc-0123456789ab"
+    )
+    assert conversation_id("https://chatgpt.com/g/g-p-6a1b-planegate/c/abc-123?model=x#end") == "abc-123"
+    assert conversation_id("https://chatgpt.com/c/abc-123/") == "abc-123"
+    assert conversation_id("https://chatgpt.com/c/WEB:9f3e2a1b") is None
+    assert conversation_id("https://chatgpt.com/c/WEB%3A9f3e2a1b") is None
+    assert conversation_id("https://chatgpt.com/") is None
+    assert not is_durable_conversation_url("https://chatgpt.com/g/g-p-6a1b-planegate/project")
+
+
+def test_a_profile_folder_is_an_endpoint_candidate_read_through_devtools_active_port(tmp_path: Path) -> None:
+    home = Path.home()
+    assert candidate_endpoints("~/.config/google-chrome, 9222", None) == [
+        str(home / ".config" / "google-chrome"),
+        "http://127.0.0.1:9222",
+    ]
+    assert candidate_endpoints(None, [f"file:{tmp_path}"]) == [str(tmp_path)]
+    profile = tmp_path / "chrome"
+    profile.mkdir()
+    with pytest.raises(EndpointUnreachable, match="no DevToolsActivePort in"):
+        find_endpoint([str(profile)], timeout=0.5)
+    (profile / "DevToolsActivePort").write_text("not a port\n")
+    with pytest.raises(EndpointUnreachable, match="does not hold a port"):
+        find_endpoint([str(profile)], timeout=0.5)
+    port = closed_port()
+    (profile / "DevToolsActivePort").write_text(f"{port}\n/devtools/browser/abc\n")
+    with pytest.raises(EndpointUnreachable, match=f"names port {port}, but connection refused"):
+        find_endpoint([str(profile)], timeout=0.5)
+    assert active_port_file(profile) == profile / "DevToolsActivePort"
+    assert active_port_file(profile / "DevToolsActivePort") == profile / "DevToolsActivePort"
+
+
+def test_errors_name_their_stage_and_the_pending_outcome_is_not_a_failure_message() -> None:
+    assert str(LoggedOut("https://chatgpt.com/")).startswith("[stage login] ")
+    drift = SelectorDrift(["send"], "report", step="sending")
+    drift.stage = "send"
+    assert str(drift).startswith("[stage send] ")
+    pending = ReplyPending("https://chatgpt.com/c/abc", 3600.0, "pro thinking", "waiting for the reply to finish")
+    assert pending.stage == "wait" and "re-read it later" in str(pending) and "failed" not in str(pending)
+    assert set(STAGES) == {"navigate", "login", "compose", "send", "wait", "read"}
+
+
+def _bridge_imports() -> dict[str, list[tuple[str, bool]]]:
+    """Each bridge module's imports of planegate modules: (target module, inside a function?)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "bridge"
+    graph: dict[str, list[tuple[str, bool]]] = {}
+    for path in sorted(root.glob("*.py")):
+        module = path.stem
+        tree = ast.parse(path.read_text())
+        found: list[tuple[str, bool]] = []
+
+        def visit(node: ast.AST, nested: bool, found: list[tuple[str, bool]] = found) -> None:
+            for child in ast.iter_child_nodes(node):
+                inner = nested or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+                if isinstance(child, ast.ImportFrom):
+                    if child.level == 1 or (child.module or "").startswith("planegate."):
+                        found.append((child.module or "", inner))
+                elif isinstance(child, ast.Import):
+                    found += [(a.name, inner) for a in child.names if a.name.startswith("planegate.")]
+                visit(child, inner)
+
+        visit(tree, False)
+        graph[module] = found
+    return graph
+
+
+def test_the_bridge_has_no_import_cycle_and_never_imports_tools_or_server() -> None:
+    graph = _bridge_imports()
+    for module, imports in graph.items():
+        for target, _ in imports:
+            assert not target.startswith(("planegate.tools", "planegate.server")), (
+                f"bridge/{module}.py imports {target}"
+            )
+        # A function-level import of a sibling module would only hide a cycle.
+        assert [t for t, nested in imports if nested and t in graph] == [], f"bridge/{module}.py"
+    edges = {m: {t for t, _ in imports if t in graph} for m, imports in graph.items()}
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def walk(m: str) -> None:
+        assert m not in visiting, f"import cycle: {' -> '.join([*visiting[visiting.index(m) :], m])}"
+        if m in done:
+            return
+        visiting.append(m)
+        for t in sorted(edges[m]):
+            walk(t)
+        visiting.pop()
+        done.add(m)
+
+    for m in sorted(edges):
+        walk(m)
+    assert "chatgpt" not in edges["doctor"]
 
 
 def test_importing_the_bridge_does_not_load_playwright() -> None:

@@ -292,7 +292,9 @@ class ReviewResult(BaseModel):
     review: str
     run: str
     task: str | None = Field(description="null for the release review")
-    state: str = Field(description="queued, running, waiting, completed, incomplete or failed")
+    state: str = Field(
+        description="queued, running, waiting, pending (sent, the reply still coming), completed, incomplete, failed"
+    )
     reviewer: str
     verdict: str | None
     summary: str | None
@@ -303,6 +305,8 @@ class ReviewResult(BaseModel):
     requirements: dict[str, str] = Field(description="requirement id -> met, partial or unmet")
     conversation_url: str | None
     error: str | None
+    progress: str | None = Field(default=None, description="liveness of a reply still coming")
+    notes: list[str] = Field(default_factory=list, description="the reviewer's notes, e.g. an unverified model")
     next_step: str
 
 

@@ -94,6 +94,7 @@ class ReviewSettings(_Section):
     model: str | None = None
     project: str | None = None
     model_hint: str | None = None
+    require_model: bool = False
     cdp_urls: list[str] = Field(default_factory=list)
     base_url: str | None = None
     timeout_s: float = Field(default=1800, gt=0)
@@ -325,6 +326,7 @@ reviewer = "chatgpt"      # chatgpt | command | manual
 # model = "gpt-5"                            # the model behind the reviewer; refused if it is the executor's
 # project = "My project"                     # ChatGPT project to review in
 # model_hint = "Thinking"                    # text of the model menu item to pick
+# require_model = false                      # true: refuse to send when the page does not confirm that model
 # cdp_urls = ["http://127.0.0.1:9222"]       # where the logged-in browser listens (or PLANEGATE_CDP_URL)
 # base_url = "https://chatgpt.com/"
 timeout_s = 1800

@@ -20,7 +20,18 @@ from .server import FakeChat
 
 CHROMIUM = "/usr/bin/chromium"
 # Short waits keep the suite fast; tests about timing set their own.
-FAST = {"poll_interval_s": 0.05, "stable_for_s": 0.3, "action_timeout_s": 5.0, "drift_grace_s": 1.0}
+FAST = {
+    "poll_interval_s": 0.05,
+    "stable_for_s": 0.3,
+    "unmarked_quiet_s": 3.0,
+    "action_timeout_s": 5.0,
+    "drift_grace_s": 1.0,
+    "model_picker_grace_s": 4.0,
+    "cloudflare_grace_s": 4.0,
+    "login_grace_s": 2.0,
+    "hydration_settle_s": 0.3,
+    "send_confirm_s": 3.0,
+}
 
 
 def require_chromium() -> None:

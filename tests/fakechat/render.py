@@ -1,9 +1,15 @@
 """Markdown → HTML the way ChatGPT's page shows a reply, for the fake page.
 
 Only what replies use: headings, paragraphs, nested lists, block quotes, rules, tables, fenced
-code (rendered like ChatGPT: a header with the language and a copy button, highlighted spans
-inside ``<code class="language-x">``), and inline code, bold, italic, strike and links. Partial
-input (a reply mid-stream) renders too: an unclosed fence is a code block so far.
+code, and inline code, bold, italic, strike and links. Partial input (a reply mid-stream)
+renders too: an unclosed fence is a code block so far.
+
+Fenced code comes in the two shapes the site has used (``dom``):
+- ``2025``: a header with the language and a copy button, highlighted spans inside
+  ``<code class="language-x">``;
+- ``2026``: CodeMirror: a sticky header with the language label ("JSON", "Python") and a "Copy"
+  button, then ``#code-block-viewer.cm-editor > .cm-scroller > .cm-content`` holding token spans
+  with lines split by ``<br>``, and no ``<code>`` at all.
 """
 
 from __future__ import annotations
@@ -55,7 +61,12 @@ def _highlight(code: str, lang: str) -> str:
     return "".join(out)
 
 
-def _code_block(code: str, lang: str) -> str:
+LABELS = {"json": "JSON", "python": "Python", "bash": "Bash", "diff": "Diff", "js": "JavaScript"}
+
+
+def _code_block(code: str, lang: str, dom: str) -> str:
+    if dom == "2026":
+        return _codemirror_block(code, lang)
     label = lang or "plaintext"
     return (
         '<pre class="overflow-visible!"><div class="contain-inline-size rounded-2xl relative">'
@@ -63,6 +74,20 @@ def _code_block(code: str, lang: str) -> str:
         '<div class="sticky"><button class="code-copy" aria-label="Copy">Copy code</button></div>'
         f'<div class="overflow-y-auto p-4" dir="ltr"><code class="whitespace-pre! language-{html.escape(label)}">'
         f"{_highlight(code, lang)}</code></div></div></pre>"
+    )
+
+
+def _codemirror_block(code: str, lang: str) -> str:
+    lines = "<br>".join(_highlight(line, lang) for line in code.split("\n"))
+    return (
+        '<pre class="overflow-visible! px-0!"><div class="relative w-full mt-4 mb-1"><div class="border rounded-3xl">'
+        '<div class="sticky z-2 select-none"><div class="flex w-full items-center justify-between">'
+        f'<div class="flex items-center text-sm font-medium"><svg aria-hidden="true"></svg>'
+        f"{html.escape(LABELS.get(lang, lang))}</div>"
+        '<button aria-label="Copy" data-state="closed">Copy</button></div></div>'
+        '<div class="relative z-0 flex max-w-full"><div id="code-block-viewer" dir="ltr" class="cm-editor">'
+        f'<div class="cm-scroller"><div class="cm-content">{lines}</div></div>'
+        "</div></div></div></div></pre>"
     )
 
 
@@ -96,7 +121,7 @@ def _table(lines: list[str]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def render_markdown(md: str) -> str:
+def render_markdown(md: str, dom: str = "2026") -> str:
     lines = md.split("\n")
     out: list[str] = []
     i = 0
@@ -113,7 +138,7 @@ def render_markdown(md: str) -> str:
                 body.append(lines[i])
                 i += 1
             i += 1
-            out.append(_code_block("\n".join(body), lang))
+            out.append(_code_block("\n".join(body), lang, dom))
             continue
         if heading := _HEADING.match(line):
             n = len(heading.group(1))
@@ -129,7 +154,7 @@ def render_markdown(md: str) -> str:
             while i < len(lines) and lines[i].startswith(">"):
                 quoted.append(lines[i][1:].removeprefix(" "))
                 i += 1
-            out.append(f"<blockquote>{render_markdown(chr(10).join(quoted))}</blockquote>")
+            out.append(f"<blockquote>{render_markdown(chr(10).join(quoted), dom)}</blockquote>")
             continue
         if _ITEM.match(line) and not line.startswith(" "):
             block = []

@@ -37,6 +37,9 @@ HANDLERS = {
     "review": "planegate.tools.review.review:run_review_job",
 }
 DONE = ("succeeded", "failed", "attention", "cancelled")
+# Work that falls due with time rather than being queued (a pending review's re-read). Found by
+# name like the handlers, so this module imports none of the planes that use it.
+DUE_WORK = ("planegate.tools.review.review:queue_due_rereads",)
 
 
 class JobLost(Exception):
@@ -250,6 +253,15 @@ def handler_for(kind: str) -> Callable[[JobContext], Any]:
     return handler
 
 
+def queue_due_work(env: Env) -> int:
+    """Queue whatever has fallen due (see ``DUE_WORK``); returns how many jobs were queued."""
+    queued = 0
+    for target in DUE_WORK:
+        module, name = target.split(":")
+        queued += int(getattr(importlib.import_module(module), name)(env))
+    return queued
+
+
 def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
     """Run one claimed job to its end; returns the status recorded."""
     context = JobContext(env, job, worker, lease_s)
@@ -314,6 +326,14 @@ class Worker:
                 if job is not None:
                     running += 1
                     group.start_soon(one, job)
+                    continue
+                due = 0
+                try:
+                    if running < self.env.settings.worker_concurrency:
+                        due = await anyio.to_thread.run_sync(queue_due_work, self.env)
+                except Exception as exc:  # noqa: BLE001 - due work is looked for again at the next poll
+                    log.warning("worker %s could not queue due work: %s", self.name, exc)
+                if due:
                     continue
                 if stop_when_idle and running == 0 and not await anyio.to_thread.run_sync(unfinished, self.env):
                     return

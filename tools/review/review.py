@@ -11,17 +11,30 @@ to ``in_review`` and queues a ``review`` job (or, for a manual reviewer, waits f
 The job asks the reviewer, parses the reply (``review_parse``), sends one repair prompt when the
 reply is unusable, and otherwise records the review ``incomplete``. A completed review moves the
 task to ``approved`` or ``changes_requested`` — only if the task is still on the reviewed head.
+
+A ChatGPT reply can take an hour (Pro, Deep Research). When the bridge's deadline passes after
+the prompt was sent, the review is ``pending``, not failed: its conversation URL is kept, its
+``progress`` shows the last liveness seen ("ChatGPT is thinking (pro thinking), 41 min in"), and
+it is re-read ``PLANEGATE_REVIEW_REREAD_S`` (120 s) later, by any worker (``queue_due_rereads``,
+called when a worker is idle) or by ``get_review`` (``pick_up_pending``); a re-read never sends
+anything. A review pending for longer than its window (the policy's ``timeout_s``, at least an
+hour) fails. A bridge failure stores the screenshot and DOM summary the bridge saved as
+artifacts of the review.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planegate.store import Writer
+from planegate.store import Writer, now_iso
 
 from ..control.artifacts import store_artifact
 from ..control.runs import current_requirements, move_task, set_stage
@@ -35,7 +48,10 @@ from ..gates.identity import compare
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
 from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
-from .reviewers import make_reviewer, reviewer_identity
+from .reviewers import ChatGPTReviewer, make_reviewer, reviewer_identity
+
+if TYPE_CHECKING:
+    from planegate.bridge import BridgeReply, Progress, ReplyPending
 
 SCHEMA_EXAMPLE = (
     '{"review_id": "%s", "verdict": "approve | request_changes | reject", "summary": "…", '
@@ -44,6 +60,10 @@ SCHEMA_EXAMPLE = (
     '"requirements": [{"id": "R1", "status": "met|partial|unmet", "note": "…"}]}'
 )
 PACKET_FILES = ("envelope.md", "requirements.md", "evidence.md", "diff.patch")
+UNDER_WAY = ("queued", "running", "waiting", "pending")
+REREAD_ENV = "PLANEGATE_REVIEW_REREAD_S"
+MIN_PENDING_WINDOW_S = 3600.0
+PROGRESS_EVERY_S = 30.0  # a review's progress is written at least this often while it is waited for
 
 
 def _instructions(subject: str, nonce: str, attached: bool) -> str:
@@ -167,7 +187,7 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         raise WrongState(f"the change {base[:12]}..{head[:12]} is empty; there is nothing to review")
     existing = env.store.one(
         "SELECT id FROM reviews WHERE run_id = ? AND task_id IS ? AND head_sha = ? AND diff_sha256 = ?"
-        " AND status IN ('queued', 'running', 'waiting')",
+        " AND status IN ('queued', 'running', 'waiting', 'pending')",
         (run, task, head, diff.sha256),
     )
     if existing:
@@ -253,8 +273,48 @@ def repair_prompt(problem: str, nonce: str) -> str:
     )
 
 
-def _with_heartbeat(ctx: JobContext, progress: str, call: Any) -> Any:
-    """Run a long blocking call in a thread while this job keeps its lease."""
+def reread_delay_s() -> float:
+    """Seconds between re-reads of a pending review (``PLANEGATE_REVIEW_REREAD_S``, default 120)."""
+    raw = os.environ.get(REREAD_ENV, "").strip()
+    if not raw:
+        return 120.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise InvalidInput(f"{REREAD_ENV}={raw!r} is not a positive number of seconds; set it to e.g. 120 or unset it")
+    return value
+
+
+def _progress_text(p: Progress) -> str:
+    """Liveness only: what the page shows, never what the model reasons."""
+    minutes = int(p.elapsed_s // 60)
+    took = f"{minutes} min" if minutes else f"{int(p.elapsed_s)} s"
+    if p.stage == "thinking":
+        what = f"ChatGPT is thinking ({p.status})" if p.status else "ChatGPT is thinking"
+    elif p.stage == "writing":
+        what = f"ChatGPT is writing the reply ({p.text_len} characters so far)"
+    else:
+        what = "ChatGPT's reply looks finished; confirming it"
+    return f"{what}, {took} into this wait"
+
+
+class _Live:
+    """Progress the bridge reports (from its thread), published by the job thread."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.written: str | None = None
+        self.written_at = 0.0
+
+    def update(self, progress: Progress) -> None:
+        self.text = _progress_text(progress)
+
+
+def _with_heartbeat(ctx: JobContext, progress: str, call: Any, live: _Live | None = None) -> Any:
+    """Run a long blocking call in a thread while this job keeps its lease; publish the
+    bridge's liveness on the job and (when it changes, and every half minute) on the review."""
     result: dict[str, Any] = {}
 
     def target() -> None:
@@ -267,71 +327,211 @@ def _with_heartbeat(ctx: JobContext, progress: str, call: Any) -> Any:
     thread.start()
     while thread.is_alive():
         thread.join(timeout=1.0)
-        ctx.heartbeat(progress)
+        text = (live.text if live is not None else None) or progress
+        ctx.heartbeat(text)
+        if (
+            live is not None
+            and live.text
+            and (live.text != live.written or time.monotonic() - live.written_at >= PROGRESS_EVERY_S)
+        ):
+            _set_progress(ctx.env, ctx.payload["review"], live.text, f"worker:{ctx.worker}")
+            live.written, live.written_at = live.text, time.monotonic()
     if "error" in result:
         raise result["error"]
     return result["value"]
 
 
+def _set_progress(env: Env, review: str, text: str, actor: str) -> None:
+    with env.write(actor=actor) as w:
+        w.execute("UPDATE reviews SET progress = ?, progress_at = ? WHERE id = ?", (text, w.at, review))
+
+
+def _repair_sent(env: Env, row: dict[str, Any]) -> bool:
+    return bool(
+        env.store.scalar(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND kind = 'review.repair_sent'"
+            " AND json_extract(payload, '$.review') = ?",
+            (row["run_id"], row["id"]),
+        )
+    )
+
+
+def _bridge_record(reviewer: Any) -> dict[str, Any] | None:
+    """The bridge's account of the latest reply, for the review record."""
+    reply: BridgeReply | None = getattr(reviewer, "last", None) if isinstance(reviewer, ChatGPTReviewer) else None
+    if reply is None:
+        return None
+    notes = list(reply.notes)
+    if reply.model_verified is False:
+        notes.insert(0, f"the model could not be verified on the page (it showed {reply.model!r})")
+    notes += [f"selector fallback in use: {fb.render()}" for fb in reply.fallbacks]
+    return {
+        "conversation_url": reply.conversation_url,
+        "delivery": reply.delivery,
+        "read_via": reply.read_via,
+        "proof": reply.proof,
+        "model": reply.model,
+        "model_verified": reply.model_verified,
+        "fallbacks": [{"name": fb.name, "primary": fb.primary, "used": fb.used} for fb in reply.fallbacks],
+        "notes": notes,
+    }
+
+
+def _seconds_since(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
+
+
 def run_review_job(ctx: JobContext) -> dict[str, Any]:
-    """The ``review`` job: ask (or re-read), parse, repair once, record."""
-    from planegate.bridge import BridgeError, SelectorDrift
+    """The ``review`` job: ask (or re-read), parse, repair once, record; or keep it pending."""
+    from planegate.bridge import BridgeError, ReplyPending, SelectorDrift
 
     env = ctx.env
     row = review_row(env, ctx.payload["review"])
     if row["status"] in ("completed", "incomplete", "failed"):
         return {"review": row["id"], "status": row["status"]}
+    actor = f"worker:{ctx.worker}"
     policy = env.policy(env.run_row(row["run_id"]))
     folder = _packet_path(env, row, "")
-    reviewer = make_reviewer(policy, env.settings, folder, on_tick=lambda _: ctx.heartbeat())
-    with env.write(actor=f"worker:{ctx.worker}") as w:
+    live = _Live()
+    reviewer = make_reviewer(policy, env.settings, folder, on_tick=lambda _: ctx.heartbeat(), on_progress=live.update)
+    with env.write(actor=actor) as w:
         w.execute("UPDATE reviews SET status = 'running' WHERE id = ? AND status = 'queued'", (row["id"],))
     conversation = row["conversation_url"]
 
     def sent(url: str) -> None:
         nonlocal conversation
         conversation = url
-        with env.write(actor=f"worker:{ctx.worker}") as w:
+        with env.write(actor=actor) as w:
             w.execute("UPDATE reviews SET conversation_url = ? WHERE id = ?", (url, row["id"]))
             w.event("review.sent", run=row["run_id"], task=row["task_id"], review=row["id"], conversation=url)
 
     full_prompt = (folder / "prompt.md").read_text(encoding="utf-8")
     try:
         if conversation:
-            reply = _with_heartbeat(ctx, "re-reading the review conversation", lambda: reviewer.recover(conversation))
+            reply = _with_heartbeat(
+                ctx, "re-reading the review conversation", lambda: reviewer.recover(conversation), live
+            )
         elif policy.review.reviewer == "chatgpt":
             files = [folder / name for name in PACKET_FILES]
             prompt = (folder / "prompt-attached.md").read_text(encoding="utf-8")
-            reply = _with_heartbeat(ctx, "waiting for the reviewer", lambda: reviewer.ask(prompt, files, sent))
+            reply = _with_heartbeat(
+                ctx, "waiting for the reviewer", lambda: reviewer.ask(prompt, files, sent, full_prompt), live
+            )
         else:
             reply = reviewer.ask(full_prompt, [], sent)
         try:
             parsed = parse_reply(reply, row["nonce"])
             replies = [reply]
         except ReplyProblem as problem:
+            if _repair_sent(env, row):
+                # A re-read of the repaired answer: the one repair was spent.
+                record_outcome(env, row, [reply], None, str(problem), actor=actor, bridge=_bridge_record(reviewer))
+                return {"review": row["id"], "status": "incomplete"}
             repair = repair_prompt(str(problem), row["nonce"])
+            with env.write(actor=actor) as w:
+                w.event("review.repair_sent", run=row["run_id"], task=row["task_id"], review=row["id"])
             second = _with_heartbeat(
                 ctx,
                 "waiting for the reviewer's repaired answer",
                 lambda: reviewer.repair(full_prompt, reply, repair, conversation),
+                live,
             )
             replies = [reply, second]
             try:
                 parsed = parse_reply(second, row["nonce"])
             except ReplyProblem as again:
-                record_outcome(env, row, replies, None, str(again), actor=f"worker:{ctx.worker}")
+                record_outcome(env, row, replies, None, str(again), actor=actor, bridge=_bridge_record(reviewer))
                 return {"review": row["id"], "status": "incomplete"}
     except JobLost:
         raise
+    except ReplyPending as exc:
+        return _pending(env, row, policy.review.timeout_s, exc, live.text, actor)
     except SelectorDrift as exc:
         _incident(env, row, "bridge drift", exc.report)
-        _fail(env, row, f"ChatGPT's page no longer matches the selector profile: {exc}")
+        _fail(env, row, f"ChatGPT's page no longer matches the selector profile: {exc}", exc.diagnostics)
         raise ReviewError(f"review {row['id']}: {exc}\n{exc.report}") from exc
-    except (BridgeError, ReviewError, ExecutionError) as exc:
+    except BridgeError as exc:
+        _fail(env, row, str(exc), exc.diagnostics)
+        raise ReviewError(f"review {row['id']} failed: {exc}") from exc
+    except (ReviewError, ExecutionError) as exc:
         _fail(env, row, str(exc))
         raise ReviewError(f"review {row['id']} failed: {exc}") from exc
-    record_outcome(env, row, replies, parsed, None, actor=f"worker:{ctx.worker}")
+    record_outcome(env, row, replies, parsed, None, actor=actor, bridge=_bridge_record(reviewer))
     return {"review": row["id"], "status": "completed", "verdict": parsed.verdict}
+
+
+def _pending(
+    env: Env, row: dict[str, Any], timeout_s: float, exc: ReplyPending, progress: str | None, actor: str
+) -> dict[str, Any]:
+    """Keep the review for a later re-read; fail it once it has been pending past its window."""
+    current = review_row(env, row["id"])
+    window = max(timeout_s, MIN_PENDING_WINDOW_S)
+    if current["pending_since"] and _seconds_since(current["pending_since"]) >= window:
+        error = (
+            f"the reply at {exc.conversation_url} was still {exc.status} {window / 60:.0f} min after the review "
+            "became pending; read it in the browser, or request_review again"
+        )
+        _fail(env, current, error)
+        raise ReviewError(f"review {row['id']} failed: {error}")
+    text = progress or f"ChatGPT is still {exc.status}"
+    with env.write(actor=actor) as w:
+        after = now_iso(reread_delay_s())
+        w.execute(
+            "UPDATE reviews SET status = 'pending', conversation_url = ?, progress = ?, progress_at = ?,"
+            " pending_since = COALESCE(pending_since, ?), reread_after = ? WHERE id = ?",
+            (exc.conversation_url, text, w.at, w.at, after, row["id"]),
+        )
+        w.event(
+            "review.pending",
+            run=row["run_id"],
+            task=row["task_id"],
+            review=row["id"],
+            conversation=exc.conversation_url,
+            status=exc.status,
+            waited_s=round(exc.waited_s),
+            reread_after=after,
+        )
+    return {"review": row["id"], "status": "pending", "conversation": exc.conversation_url, "reread_after": after}
+
+
+def queue_due_rereads(env: Env, review: str | None = None) -> int:
+    """Queue a re-read job for every pending review (or just ``review``) whose time has come and
+    that has none under way; returns how many were queued. Cheap when nothing is due."""
+    sql = "SELECT id FROM reviews WHERE status = 'pending' AND reread_after IS NOT NULL AND reread_after <= ?"
+    args: tuple[Any, ...] = (now_iso(),)
+    if review is not None:
+        sql += " AND id = ?"
+        args += (review,)
+    if not env.store.rows(sql, args):
+        return 0
+    queued = 0
+    with env.write(actor="planegate:reread") as w:
+        for due in w.rows(sql.replace("SELECT id", "SELECT *"), (w.at, *args[1:])):
+            job = w.one("SELECT status FROM jobs WHERE id = ?", (due["job_id"],)) if due["job_id"] else None
+            if job is not None and job["status"] in ("queued", "running"):
+                continue
+            job_id = enqueue(w, run=due["run_id"], task=due["task_id"], kind="review", payload={"review": due["id"]})
+            w.execute("UPDATE reviews SET job_id = ?, reread_after = NULL WHERE id = ?", (job_id, due["id"]))
+            w.event("review.reread_queued", run=due["run_id"], task=due["task_id"], review=due["id"], job=job_id)
+            queued += 1
+    return queued
+
+
+def pick_up_pending(env: Env, review: str) -> dict[str, Any]:
+    """``get_review``'s first step: a pending review whose re-read is due gets it queued now."""
+    row = review_row(env, review)
+    if row["status"] == "pending":
+        queue_due_rereads(env, review)
+        row = review_row(env, review)
+    return row
 
 
 def _incident(env: Env, row: dict[str, Any], kind: str, report: str) -> None:
@@ -352,13 +552,26 @@ def _incident(env: Env, row: dict[str, Any], kind: str, report: str) -> None:
         )
 
 
-def _fail(env: Env, row: dict[str, Any], error: str) -> None:
+def _fail(env: Env, row: dict[str, Any], error: str, diagnostics: Sequence[Path] = ()) -> None:
+    """Record the failure; the bridge's screenshot and DOM summary become artifacts of the review."""
     with env.write() as w:
+        artifacts = [
+            store_artifact(w, env, run=row["run_id"], task=row["task_id"], owner=f"review:{row['id']}", source=p)
+            for p in diagnostics
+            if p.is_file()
+        ]
         w.execute(
-            "UPDATE reviews SET status = 'failed', error = ?, completed_at = ? WHERE id = ?",
+            "UPDATE reviews SET status = 'failed', error = ?, completed_at = ?, reread_after = NULL WHERE id = ?",
             (error[:4000], w.at, row["id"]),
         )
-        w.event("review.failed", run=row["run_id"], task=row["task_id"], review=row["id"], error=error[:1000])
+        w.event(
+            "review.failed",
+            run=row["run_id"],
+            task=row["task_id"],
+            review=row["id"],
+            error=error[:1000],
+            diagnostics={a.name: a.sha256 for a in artifacts},
+        )
         _return_task(w, env, row, "in_progress")
 
 
@@ -377,8 +590,15 @@ def _return_task(w: Writer, env: Env, row: dict[str, Any], status: str) -> None:
 
 
 def record_outcome(
-    env: Env, row: dict[str, Any], replies: list[str], parsed: ReviewReply | None, problem: str | None, actor: str
+    env: Env,
+    row: dict[str, Any],
+    replies: list[str],
+    parsed: ReviewReply | None,
+    problem: str | None,
+    actor: str,
+    bridge: dict[str, Any] | None = None,
 ) -> None:
+    """``bridge``: the ChatGPT bridge's account of the reply (``bridge.json``, its notes on the review)."""
     folder = _packet_path(env, row, "")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "reply.md").write_text("\n\n---\n\n".join(replies), encoding="utf-8")
@@ -386,11 +606,16 @@ def record_outcome(
     if parsed is not None:
         (folder / "review.json").write_text(parsed.model_dump_json(indent=2), encoding="utf-8")
         sources.append(folder / "review.json")
+    notes = json.dumps(bridge["notes"]) if bridge and bridge["notes"] else None
+    if bridge is not None:
+        (folder / "bridge.json").write_text(json.dumps(bridge, indent=2), encoding="utf-8")
+        sources.append(folder / "bridge.json")
     with env.write(actor=actor) as w:
         artifacts = [
             store_artifact(w, env, run=row["run_id"], task=row["task_id"], owner=f"review:{row['id']}", source=p)
             for p in sources
         ]
+        w.execute("UPDATE reviews SET notes = ?, reread_after = NULL WHERE id = ?", (notes, row["id"]))
         if parsed is None:
             w.execute(
                 "UPDATE reviews SET status = 'incomplete', error = ?, reply = ?, completed_at = ? WHERE id = ?",
@@ -428,6 +653,7 @@ def record_outcome(
             findings=len(parsed.findings),
             head_sha=row["head_sha"],
             artifacts={a.name: a.sha256 for a in artifacts},
+            **({"notes": bridge["notes"]} if bridge and bridge["notes"] else {}),
         )
         _return_task(w, env, row, "approved" if parsed.verdict == "approve" else "changes_requested")
 
@@ -465,6 +691,13 @@ def review_result(env: Env, review: str) -> ReviewResult:
     state = row["status"]
     if state in ("queued", "running"):
         next_step = f"the review is {state}; call get_review({review!r}) again"
+    elif state == "pending":
+        when = f"after {row['reread_after']}" if row["reread_after"] else "now"
+        next_step = (
+            f"the reply is still coming ({row['progress'] or 'no liveness seen yet'}, as of {row['progress_at']}); "
+            f"planegate re-reads {row['conversation_url']} {when} without sending again; "
+            f"call get_review({review!r}) again in a few minutes"
+        )
     elif state == "waiting":
         next_step = f"a human answers with `planegate review submit {review} --file answer.json`"
     elif state == "completed" and row["verdict"] == "approve":
@@ -488,6 +721,8 @@ def review_result(env: Env, review: str) -> ReviewResult:
         requirements={r["id"]: r["status"] for r in parsed.get("requirements", [])},
         conversation_url=row["conversation_url"],
         error=row["error"],
+        progress=row["progress"] if state in ("running", "pending") else None,
+        notes=json.loads(row["notes"]) if row["notes"] else [],
         next_step=next_step,
     )
 
