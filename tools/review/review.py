@@ -15,6 +15,7 @@ task to ``approved`` or ``changes_requested`` — only if the task is still on t
 
 from __future__ import annotations
 
+import contextvars
 import json
 import secrets
 import threading
@@ -260,7 +261,9 @@ def _with_heartbeat(ctx: JobContext, progress: str, call: Any) -> Any:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the job thread below
             result["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"review-{ctx.job['id']}", daemon=True)
+    # The copied context carries the job's process watch into the thread (``procs.watching``).
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name=f"review-{ctx.job['id']}", daemon=True)
     thread.start()
     while thread.is_alive():
         thread.join(timeout=1.0)
@@ -347,6 +350,13 @@ def _incident(env: Env, row: dict[str, Any], kind: str, report: str) -> None:
                 "created_at": w.at,
             },
         )
+
+
+def review_job_ended(env: Env, job: dict[str, Any], reason: str) -> None:
+    """The review's job was cancelled or gave up: the review fails with that reason (the job queue calls this)."""
+    row = env.store.one("SELECT * FROM reviews WHERE job_id = ? AND status IN ('queued', 'running')", (job["id"],))
+    if row is not None:
+        _fail(env, row, f"its job {job['id']} ended without a reply: {reason}")
 
 
 def _fail(env: Env, row: dict[str, Any], error: str) -> None:
