@@ -459,3 +459,22 @@ def test_paused_workers_claim_nothing_and_a_bad_mode_changes_nothing(tmp_path: P
     assert drain(env) == ["succeeded"]
     assert env.store.event_count() > before
     assert verify_ledger(env.store).ok
+
+
+def test_a_stale_view_of_a_dead_owner_never_takes_a_job_from_a_live_one(
+    tmp_path: Path, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between reading which owners are dead and the claim's transaction another worker may have
+    reclaimed the job: the claim re-checks the row it reads inside the transaction."""
+    from planegate.tools.execution import jobs
+    from planegate.tools.execution.jobs import claim, release_stale
+
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    finish_calc(env, run)
+    job = start_checks(env, run, "calc", ["test"])
+    assert claim(env, "alive", 30) is not None  # held by this (live) process, lease 30 s
+    monkeypatch.setattr(jobs, "_dead_owned", lambda reader, here: {job})
+    assert claim(env, "other", 30) is None
+    assert release_stale(env).queued == []
+    row = env.store.one("SELECT status, lease_owner, attempts FROM jobs WHERE id = ?", (job,))
+    assert row == {"status": "running", "lease_owner": "alive", "attempts": 1}

@@ -350,7 +350,7 @@ def test_a_job_killed_on_every_attempt_stops_at_its_limit_even_when_restarts_com
 
 
 def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(lab: Lab, tmp_path: Path) -> None:
-    repo = effect_repo(lab, tmp_path / "calc", check=lab.argv(first_s=2.0))
+    repo = effect_repo(lab, tmp_path / "calc", check=lab.argv(first_s=6.0))
     env = open_env(lab.home)
     try:
         run = planned_run(env, repo)
@@ -359,6 +359,8 @@ def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(lab: 
         wait_for(lambda: lab.token_pids(), 60, "the first job to run")
         paused = lab.cli("worker", "pause", "--reason", "disk maintenance")
         assert paused.returncode == 0 and "workers paused" in paused.stdout, paused.stderr
+        assert "1 job(s) running (they finish; nothing new starts)" in paused.stdout
+        assert job_of(env, first_job)["status"] == "running"
         second_job = queue_checks(env, run)
         wait_for(lambda: job_of(env, first_job)["status"] == "succeeded", 30, "the running job to finish")
         assert lab.effects() == 1
@@ -382,7 +384,7 @@ def test_pause_lets_the_running_job_finish_and_starts_nothing_until_resume(lab: 
 
 
 def test_drain_finishes_running_jobs_claims_none_and_stops_the_worker(lab: Lab, tmp_path: Path) -> None:
-    repo = effect_repo(lab, tmp_path / "calc", check=lab.argv(first_s=2.0))
+    repo = effect_repo(lab, tmp_path / "calc", check=lab.argv(first_s=6.0))
     env = open_env(lab.home)
     try:
         run = planned_run(env, repo)
@@ -391,7 +393,8 @@ def test_drain_finishes_running_jobs_claims_none_and_stops_the_worker(lab: Lab, 
         wait_for(lambda: lab.token_pids(), 60, "the first job to run")
         drained = lab.cli("worker", "drain", "--wait", "30")
         assert drained.returncode == 0, drained.stderr
-        assert "workers draining" in drained.stdout and "drained: no job is running" in drained.stdout
+        assert "workers draining" in drained.stdout and "1 job(s) running" in drained.stdout
+        assert "drained: no job is running" in drained.stdout
         assert job_of(env, first_job)["status"] == "succeeded" and lab.effects() == 1
         second_job = queue_checks(env, run)
         assert worker.wait(timeout=30) == 0

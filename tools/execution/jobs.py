@@ -106,6 +106,11 @@ def owner_dead(job: dict[str, Any], here: str | None) -> bool:
     return not process_alive(int(job["owner_pid"]), job["owner_pid_start"])
 
 
+def _still_owned(job: dict[str, Any], now: str, here: str | None) -> bool:
+    """A running job (as read inside the transaction) whose lease holds and whose owner is not known dead."""
+    return job["status"] == "running" and (job["lease_expires"] or "") >= now and not owner_dead(job, here)
+
+
 def _dead_owned(reader: Any, here: str | None) -> set[int]:
     """Running jobs owned by a dead process on this host."""
     if here is None:
@@ -186,6 +191,8 @@ def claim(env: Env, worker: str, lease_s: float) -> dict[str, Any] | None:
             (now, *ids),
         )
         for job in candidates:
+            if _still_owned(job, now, owner.host_key):
+                continue  # another worker reclaimed it since ``dead`` was read
             expected = {"status": job["status"], "lease_owner": job["lease_owner"]}
             why = "its worker died" if job["id"] in dead else "its worker stopped renewing the lease"
             if job["attempts"] >= job["max_attempts"]:
@@ -292,6 +299,8 @@ def release_stale(env: Env) -> Released:
             (w.at, *ids),
         )
         for job in stale:
+            if _still_owned(job, w.at, here):
+                continue
             why = "its worker died" if job["id"] in dead else "its lease expired"
             if job["attempts"] >= job["max_attempts"]:
                 if _to_attention(w, job, _gave_up(job, why)):
@@ -355,7 +364,10 @@ def _end_recorded(env: Env, row: dict[str, Any], by: str, actor: str) -> GroupEn
             )
         return result
     with env.write(actor=actor) as w:
-        if w.cas("job_processes", {"id": row["id"]}, {"ended_at": None}, {"ended_at": w.at, "outcome": result.outcome}):
+        ending = {"ended_at": w.at, "outcome": result.outcome}
+        closed = w.cas("job_processes", {"id": row["id"]}, {"ended_at": None}, ending)
+        # Signalled by us: always recorded (its own worker may have closed the row as the process exited).
+        if closed or result.outcome in ("terminated", "killed"):
             w.event(
                 "job.process_ended",
                 run=row["run_id"],
@@ -468,10 +480,15 @@ def paused_note(env: Env, status: str) -> str:
 
 
 def job_counts(reader: Any) -> dict[str, int]:
-    rows = reader.rows("SELECT status, COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status")
-    counts = {"queued": 0, "running": 0}
-    counts.update({r["status"]: r["n"] for r in rows})
-    return counts
+    """Queued jobs, and running ones whose worker is alive as far as can be told (``orphaned``: its
+    lease expired, or its owner is a dead process on this host; it waits to be reclaimed)."""
+    queued = int(reader.scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))
+    running = int(reader.scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running'"))
+    expired = {
+        r["id"] for r in reader.rows("SELECT id FROM jobs WHERE status = 'running' AND lease_expires < ?", (now_iso(),))
+    }
+    orphaned = len(expired | _dead_owned(reader, host_key()))
+    return {"queued": queued, "running": running - orphaned, "orphaned": orphaned}
 
 
 def workers_note(reader: Any) -> str | None:
@@ -488,7 +505,8 @@ def workers_note(reader: Any) -> str | None:
     else:
         head = f"workers {mode} {who}: {counts['running']} job(s) running"
         head += " (they finish; nothing new starts)" if counts["running"] else ""
-    return f"{head}, {counts['queued']} queued; `planegate worker resume` lets workers claim jobs again"
+    orphaned = f", {counts['orphaned']} whose worker is gone" if counts["orphaned"] else ""
+    return f"{head}, {counts['queued']} queued{orphaned}; `planegate worker resume` lets workers claim jobs again"
 
 
 def cancel_jobs(w: Writer, run: str, task: str, reason: str) -> list[int]:
