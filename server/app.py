@@ -31,6 +31,7 @@ from planegate.tools.config import Settings
 from planegate.tools.models import (
     AcceptResult,
     AcceptRunResult,
+    CancelJobResult,
     CancelResult,
     ChecksResult,
     Decision,
@@ -154,8 +155,10 @@ def read_text(name: str) -> str:
 
 
 async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context | None) -> dict[str, Any]:
-    """Poll a job until it ends or ``wait_s`` passes, reporting progress to the client."""
-    from planegate.tools.execution.jobs import DONE, job_row
+    """Poll a job until it ends or ``wait_s`` passes, reporting progress to the client.
+
+    A queued job while workers are paused or draining will not start: that is returned at once."""
+    from planegate.tools.execution.jobs import DONE, job_row, worker_control
 
     env = holder.get()
     started = time.monotonic()
@@ -165,6 +168,10 @@ async def wait_for_job(holder: EnvHolder, job: int, wait_s: float, ctx: Context 
         elapsed = time.monotonic() - started
         if row["status"] in DONE or elapsed >= wait_s:
             return row
+        if row["status"] == "queued":
+            control = await anyio.to_thread.run_sync(worker_control, env.store)
+            if control["mode"] != "running":
+                return row
         if ctx is not None and elapsed - last_report >= 2.0:
             last_report = elapsed
             await ctx.report_progress(round(elapsed, 1), None, row["progress"] or f"job {job} is {row['status']}")
@@ -431,6 +438,17 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
                 f"approve with `planegate approve {run}`, then call accept_run again"
             )
         return call(accept, env(ctx), run)
+
+    @tool(destructive=True, idempotent=True)
+    def cancel_job(
+        job: int,
+        reason: Annotated[str, Field(description="why; recorded")],
+        ctx: Context,
+    ) -> CancelJobResult:
+        """Cancel a queued or running job: stops its processes (at once on this host) and records it."""
+        from planegate.tools.execution.jobs import cancel_job as cancel
+
+        return call(cancel, env(ctx), job, reason)
 
     @tool(destructive=True, idempotent=True)
     def cancel_task(run: RunId, task: TaskId, reason: str, ctx: Context) -> CancelResult:

@@ -88,7 +88,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import anyio
 
-    from planegate.tools.execution.jobs import Worker
+    from planegate.tools.execution.jobs import Worker, workers_note
     from planegate.tools.execution.reconcile import reconcile
 
     env = _env(actor="planegate:worker")
@@ -97,7 +97,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"reconcile: {line}", flush=True)
         worker = Worker(env)
         print(f"planegate worker {worker.name}: waiting for jobs in {env.settings.ledger_path}", flush=True)
-        anyio.run(lambda: worker.run(stop_when_idle=args.exit_when_idle))
+        note = workers_note(env.store)
+        if note:
+            print(f"planegate worker {worker.name}: {note}", flush=True)
+        why = anyio.run(lambda: worker.run(stop_when_idle=args.exit_when_idle, stop_when_drained=True))
+        print(f"planegate worker {worker.name}: stopped ({why})", flush=True)
     finally:
         env.close()
     return 0
@@ -137,6 +141,53 @@ def _approval_setup(repo: Path, signers_path: str, force: bool) -> tuple[str, li
         f"approval: signed with git's SSH signing key {key.describe()} ({print_fp})",
         note,
     ]
+
+
+def _set_workers(mode: str, reason: str | None) -> tuple[bool, str | None]:
+    from planegate.tools.config import os_user
+    from planegate.tools.execution.jobs import set_worker_mode, workers_note
+
+    env = _env(actor=f"user:{os_user()}")
+    try:
+        changed, _ = set_worker_mode(env, mode, reason)
+        return changed, workers_note(env.store)
+    finally:
+        env.close()
+
+
+def cmd_worker_pause(args: argparse.Namespace) -> int:
+    changed, note = _set_workers("paused", args.reason)
+    print(("workers paused" if changed else "workers were already paused") + f": {note}")
+    return 0
+
+
+def cmd_worker_resume(args: argparse.Namespace) -> int:
+    changed, _ = _set_workers("running", None)
+    print("workers resumed: they claim jobs again" if changed else "workers were already running")
+    return 0
+
+
+def cmd_worker_drain(args: argparse.Namespace) -> int:
+    import time
+
+    from planegate.tools.execution.jobs import job_counts
+
+    changed, note = _set_workers("draining", args.reason)
+    print(("workers draining" if changed else "workers were already draining") + f": {note}", flush=True)
+    if args.wait <= 0:
+        return 0
+    env = _env()
+    try:
+        deadline = time.monotonic() + args.wait
+        while (running := job_counts(env.store)["running"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        env.close()
+    if running:
+        print(f"still {running} job(s) running after {args.wait:g} s; run it again to keep waiting", file=sys.stderr)
+        return 1
+    print("drained: no job is running; `planegate worker` processes have stopped")
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -471,9 +522,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     worker = add(
-        commands, "worker", "Run a job worker (executors, checks, reviews) without an MCP session.", cmd_worker
+        commands,
+        "worker",
+        "Run a job worker (executors, checks, reviews) without an MCP session; or pause, resume, drain all workers.",
+        cmd_worker,
+        "Without a subcommand: run a job worker (executors, checks, reviews) without an MCP session; it stops "
+        "once workers are drained. The subcommands apply to every worker on this ledger, serve processes included.",
     )
-    worker.add_argument("--exit-when-idle", action="store_true", help="stop once no job is queued or running")
+    worker.add_argument(
+        "--exit-when-idle", action="store_true", help="stop once no job is queued or running (or workers are paused)"
+    )
+    controls = worker.add_subparsers(dest="worker_command", metavar="COMMAND", required=False)
+    pause = add(
+        controls,
+        "pause",
+        "Stop every worker from claiming jobs; running jobs finish.",
+        cmd_worker_pause,
+        "Stop every worker on this ledger from claiming jobs until `planegate worker resume`; jobs already "
+        "running finish. Recorded in the ledger and shown by get_status.",
+    )
+    pause.add_argument("--reason", help="why (recorded and shown)")
+    add(controls, "resume", "Let every worker claim jobs again.", cmd_worker_resume)
+    drain = add(
+        controls,
+        "drain",
+        "Finish running jobs, claim no new ones; `planegate worker` processes stop once idle.",
+        cmd_worker_drain,
+        "Let running jobs finish and claim no new ones: every `planegate worker` stops once it runs nothing, serve "
+        "processes keep serving without claiming. `planegate worker resume` undoes it.",
+    )
+    drain.add_argument("--reason", help="why (recorded and shown)")
+    drain.add_argument(
+        "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for running jobs to finish"
+    )
 
     init = add(
         commands,

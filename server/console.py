@@ -20,6 +20,8 @@ def print_status(env: Any, run: str | None, console: Console | None = None) -> N
         for line in result.runs:
             table.add_row(line.run, line.stage, str(line.tasks), line.created_at, line.goal)
         console.print(table)
+        if result.workers:
+            console.print(f"[yellow]workers:[/yellow] {result.workers}")
         console.print(f"next: {result.next_action}")
         return
     status = result.status
@@ -48,4 +50,6 @@ def print_status(env: Any, run: str | None, console: Console | None = None) -> N
         console.print(f"blocked: {blocked.task}: {blocked.reason}")
     for risk in status.risks:
         console.print(f"[yellow]risk:[/yellow] {risk}")
+    if result.workers:
+        console.print(f"[yellow]workers:[/yellow] {result.workers}")
     console.print(f"next: {result.next_action}")

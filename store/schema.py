@@ -294,6 +294,53 @@ def m006_review_reread(db: Database) -> None:
     )
 
 
+@migrations()
+def m007_job_attempts(db: Database) -> None:
+    """Who runs each job attempt and which processes it started; the operator's worker controls.
+
+    The owner columns describe the current (or last) attempt's worker: its host, and its pid with
+    the process's start time, so a worker on the same host can tell that the owner is dead (and
+    that its pid was not reused). ``owner_host_key`` is host name, boot id and pid namespace: a
+    recorded pid means a process only where all three match. Each process an attempt starts is a
+    ``job_processes`` row until it is known to have ended; a row still open for an attempt that
+    is no longer running is a group to end before the job runs again. ``worker_control`` holds at
+    most one row (absent: workers run). All three are bookkeeping, like the jobs table itself.
+    """
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN owner_host TEXT;
+        ALTER TABLE jobs ADD COLUMN owner_host_key TEXT;
+        ALTER TABLE jobs ADD COLUMN owner_pid INTEGER;
+        ALTER TABLE jobs ADD COLUMN owner_pid_start INTEGER;
+        ALTER TABLE jobs ADD COLUMN attempt_started_at TEXT;
+
+        CREATE TABLE job_processes (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES jobs (id),
+            attempt INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            host_key TEXT,
+            pgid INTEGER NOT NULL,
+            pid_start INTEGER,
+            command TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT
+        );
+        CREATE INDEX job_processes_by_job ON job_processes (job_id, id);
+        CREATE INDEX job_processes_open ON job_processes (host_key) WHERE ended_at IS NULL;
+
+        CREATE TABLE worker_control (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            mode TEXT NOT NULL CHECK (mode IN ('running', 'paused', 'draining')),
+            reason TEXT,
+            set_by TEXT NOT NULL,
+            set_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -177,6 +177,7 @@ async def test_start_run_refuses_what_is_not_a_repository_with_commits(tmp_path:
             "runs_total": 0,
             "next_action": "start_run(repo=..., goal=...)",
             "status": None,
+            "workers": None,
         }
 
 

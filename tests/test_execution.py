@@ -420,3 +420,61 @@ def test_reconcile_survives_a_run_whose_repository_was_deleted(tmp_path: Path, e
     report = reconcile(env)
     assert report.missing_worktrees == [f"{run}/calc: {worktree}"]
     assert report.kept_orphans == [str(env.settings.worktrees / run / "stray")]  # its repository is gone
+
+
+def test_a_failed_check_s_job_reads_failed_and_keeps_its_evidence(tmp_path: Path, env: Env) -> None:
+    from planegate.tools.execution.jobview import job_result
+
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    worktree = Path(dispatch_task(env, run, "calc").worktree)
+    write(worktree, {"src/calc.py": MUL, "tests/test_mul.py": MUL_TEST.replace("== 6", "== 7")})
+    commit_all(worktree, "mul with a wrong test")
+    job = start_checks(env, run, "calc", ["test"])
+    assert drain(env) == ["succeeded"]  # the job ran to its end; the check in it failed
+    result = checks_result(env, job)
+    assert (result.state, result.all_passed) == ("failed", False)
+    assert [(line.check, line.exit_code, line.label) for line in result.results] == [("test", 1, "direct")]
+    assert result.error == "not passed: test (exit 1, direct)"
+    assert result.next_step.startswith("fix what failed")
+    view = job_result(env, job)
+    assert (view.state, view.error, view.checks) == ("failed", result.error, result.results)
+
+
+def test_paused_workers_claim_nothing_and_a_bad_mode_changes_nothing(tmp_path: Path, env: Env) -> None:
+    from planegate.tools.execution.jobs import claim, set_worker_mode, worker_control
+
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    finish_calc(env, run)
+    start_checks(env, run, "calc", ["test"])
+    before = env.store.event_count()
+    with pytest.raises(InvalidInput, match="worker mode 'stopped' is unknown; use one of running, paused"):
+        set_worker_mode(env, "stopped")
+    assert env.store.event_count() == before
+    assert set_worker_mode(env, "paused", "upgrade")[0] and not set_worker_mode(env, "paused")[0]
+    assert claim(env, "w", 30) is None
+    assert worker_control(env.store)["mode"] == "paused"
+    set_worker_mode(env, "draining")
+    assert claim(env, "w", 30) is None
+    set_worker_mode(env, "running")
+    assert drain(env) == ["succeeded"]
+    assert env.store.event_count() > before
+    assert verify_ledger(env.store).ok
+
+
+def test_a_stale_view_of_a_dead_owner_never_takes_a_job_from_a_live_one(
+    tmp_path: Path, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between reading which owners are dead and the claim's transaction another worker may have
+    reclaimed the job: the claim re-checks the row it reads inside the transaction."""
+    from planegate.tools.execution import jobs
+    from planegate.tools.execution.jobs import claim, release_stale
+
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    finish_calc(env, run)
+    job = start_checks(env, run, "calc", ["test"])
+    assert claim(env, "alive", 30) is not None  # held by this (live) process, lease 30 s
+    monkeypatch.setattr(jobs, "_dead_owned", lambda reader, here: {job})
+    assert claim(env, "other", 30) is None
+    assert release_stale(env).queued == []
+    row = env.store.one("SELECT status, lease_owner, attempts FROM jobs WHERE id = ?", (job,))
+    assert row == {"status": "running", "lease_owner": "alive", "attempts": 1}

@@ -221,9 +221,9 @@ def test_a_killed_worker_s_job_is_reclaimed_and_finished_by_another(tmp_path: Pa
             first.kill()
     row = env.store.one("SELECT status, attempts FROM jobs WHERE id = ?", (job,))
     assert row == {"status": "succeeded", "attempts": 2}
-    assert time.monotonic() - killed_at >= 1.5  # it waited for the dead worker's lease
-    kinds = [r["kind"] for r in env.store.rows("SELECT kind FROM events WHERE run_id = ?", (run,))]
-    assert "job.reclaimed" in kinds or "job.lease_released" in kinds
+    assert time.monotonic() - killed_at >= 2  # the second attempt ran the whole check again
+    released = env.store.one("SELECT payload FROM events WHERE kind = 'job.lease_released'")
+    assert released is not None and json.loads(released["payload"])["why"] == "its worker died"  # not the lease
     evidence = env.store.rows("SELECT label, exit_code FROM evidence WHERE run_id = ?", (run,))
     assert evidence == [{"label": "direct", "exit_code": 0}]
     assert verify_ledger(env.store).ok

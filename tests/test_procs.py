@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from planegate.tools.errors import ExecutionError, InvalidInput, NotFound
 from planegate.tools.execution.procs import (
     DEFAULT_ENV_ALLOW,
     ProcessResult,
+    end_group,
+    host_key,
+    process_alive,
+    process_start,
     resolve_argv0,
     run_process,
     scrubbed_env,
@@ -245,3 +251,118 @@ def test_file_hashes_are_streamed(tmp_path: Path) -> None:
         sha256_file(tmp_path / "missing.bin")
     with pytest.raises(InvalidInput, match="directory"):
         file_artifact(tmp_path)
+
+
+# --- ending a group from elsewhere, the parent-death signal ----------------------------------
+
+LEAVES_A_GRANDCHILD = f"""\
+import subprocess, sys
+from pathlib import Path
+child = subprocess.Popen([sys.executable, "-c", {GRANDCHILD!r}])
+Path("pids.txt").write_text(str(child.pid))
+"""
+
+
+def group_with_orphan(tmp_path: Path, pids: list[int]) -> tuple[int, int, int]:
+    """A process group whose leader has exited (and been reaped) while its child, which ignores
+    SIGTERM, still runs: (group id, the leader's start time, the orphan's pid)."""
+    parent = script(tmp_path, "leader.py", LEAVES_A_GRANDCHILD)
+    proc = subprocess.Popen([str(parent)], cwd=tmp_path, start_new_session=True)
+    start = process_start(proc.pid)
+    assert start is not None
+    proc.wait(timeout=30)
+    orphan = read_pids(tmp_path / "pids.txt")[0]
+    pids.append(orphan)
+    assert running(orphan) and os.getpgid(orphan) == proc.pid
+    deadline = time.monotonic() + 30
+    while not ignores_sigterm(orphan):  # its interpreter may still be starting
+        assert time.monotonic() < deadline, "the orphan never set SIGTERM to be ignored"
+        time.sleep(0.02)
+    return proc.pid, start, orphan
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return bool(ignored & (1 << (signal.SIGTERM - 1)))
+
+
+def test_end_group_ends_what_is_left_of_a_leaderless_group(tmp_path: Path, pids: list[int]) -> None:
+    pgid, start, orphan = group_with_orphan(tmp_path, pids)
+    ended = end_group(pgid, start, grace_s=0.3)
+    assert (ended.outcome, ended.pids) == ("killed", [orphan])  # it ignores SIGTERM
+    assert not running(orphan)
+    assert end_group(pgid, start, grace_s=0.3).outcome == "gone"
+
+
+def test_end_group_leaves_a_group_whose_leader_started_at_another_time_alone(tmp_path: Path, pids: list[int]) -> None:
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    pids.append(proc.pid)
+    try:
+        start = process_start(proc.pid)
+        assert start is not None
+        assert end_group(proc.pid, start - 1, grace_s=0.3).outcome == "gone"  # the id was reused
+        assert running(proc.pid)
+        ended = end_group(proc.pid, start, grace_s=3.0)
+        assert (ended.outcome, ended.pids) == ("terminated", [proc.pid])
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_process_identity_tells_a_live_process_from_a_dead_or_reused_one(tmp_path: Path) -> None:
+    me = os.getpid()
+    assert process_alive(me, process_start(me)) and process_alive(me, None)
+    assert not process_alive(me, (process_start(me) or 0) + 1)
+    proc = subprocess.Popen(["true"])
+    proc.wait(timeout=10)
+    assert not process_alive(proc.pid, None)
+    key = host_key()
+    assert key is not None and key.count("/") >= 2
+
+
+CHILD_OF_A_THREAD = """\
+import sys, threading, time
+from pathlib import Path
+from planegate.tools.execution.procs import run_process, scrubbed_env
+out = Path(sys.argv[1])
+def work():
+    run_process([sys.executable, "-c", "import time; time.sleep(60)", sys.argv[2]], cwd=out, timeout_s=120,
+                env=scrubbed_env(), stdout_path=out / "o.txt", stderr_path=out / "e.txt")
+threading.Thread(target=work).start()
+time.sleep(120)
+"""
+
+
+def test_a_child_started_from_a_thread_dies_with_its_process(tmp_path: Path, pids: list[int]) -> None:
+    """The parent-death signal follows the thread that forked: run_process blocks that thread until
+    the child is reaped, so only the death of the whole process can fire it, and then it does."""
+    token = f"pdeathsig-{os.getpid()}-{id(tmp_path)}"
+    host = subprocess.Popen([sys.executable, "-c", CHILD_OF_A_THREAD, str(tmp_path), token])
+    try:
+
+        def child() -> int | None:
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and entry.name != str(host.pid):
+                    with contextlib.suppress(OSError):
+                        if token.encode() in (entry / "cmdline").read_bytes() and running(int(entry.name)):
+                            return int(entry.name)
+            return None
+
+        deadline = time.monotonic() + 30
+        while (pid := child()) is None:
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        pids.append(pid)
+        time.sleep(0.5)
+        assert running(pid), "the child must live while the thread that started it waits"
+        host.kill()
+        host.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while running(pid):
+            assert time.monotonic() < deadline, "the child outlived its process"
+            time.sleep(0.02)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait(timeout=10)

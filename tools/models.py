@@ -166,6 +166,7 @@ class StatusResult(BaseModel):
     runs: list[RunLine] | None = None
     runs_total: int | None = None
     status: RunStatus | None = None
+    workers: str | None = Field(default=None, description="set while job workers are paused or draining")
     next_action: str
 
 
@@ -265,6 +266,18 @@ class JobResult(BaseModel):
     result: dict[str, Any] | None = None
     checks: list[CheckLine] | None = Field(default=None, description="for a checks job: its evidence")
     all_passed: bool | None = None
+    next_step: str
+
+
+class CancelJobResult(BaseModel):
+    job: int
+    kind: str
+    run: str
+    task: str | None
+    state: Literal["cancelled"]
+    was: str = Field(description="its state before: queued, running or cancelled")
+    reason: str
+    stopped: list[str] = Field(default_factory=list, description="what happened to its processes")
     next_step: str
 
 

@@ -27,7 +27,7 @@ from ..globs import matches_any
 from ..models import ACTIVE_STATUSES, CheckLine, ChecksResult
 from ..policy import Policy
 from .checkrun import record_check, remove_scratch, run_check, scratch_worktree, summarize, unchanged
-from .jobs import JobContext, enqueue, job_row
+from .jobs import JobContext, enqueue, job_row, paused_note
 from .procs import ProcessResult
 from .redgreen import prove_red_green
 
@@ -127,9 +127,14 @@ def checks_result(env: Env, job_id: int) -> ChecksResult:
             for r in rows
         ]
     passed = all(line.exit_code == 0 and line.label == "direct" for line in lines) if lines else None
+    # The job ran to its end but a check failed: callers branch on the state, so it says failed.
+    state = "failed" if job["status"] == "succeeded" and passed is False else job["status"]
+    failing = [f"{x.check} (exit {x.exit_code}, {x.label})" for x in lines if x.exit_code != 0 or x.label != "direct"]
+    error = job["error"] or (f"not passed: {', '.join(failing)}" if failing else None)
     subject = f"run={run!r}, task={task!r}" if task else f"run={run!r}"
     if job["status"] in ("queued", "running"):
         next_step = f"the checks are still {job['status']}; call get_job({job_id}) to wait for them"
+        next_step += paused_note(env, job["status"])
     elif passed:
         next_step = (
             f"request_review({subject}) or accept_task({subject})"
@@ -144,12 +149,12 @@ def checks_result(env: Env, job_id: int) -> ChecksResult:
         run=run,
         task=task,
         job=job_id,
-        state=job["status"],
+        state=state,
         head_sha=payload["head_sha"],
         results=lines,
         all_passed=passed,
         progress=job["progress"],
-        error=job["error"],
+        error=error,
         next_step=next_step,
     )
 

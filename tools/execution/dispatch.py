@@ -29,7 +29,7 @@ from ..models import ACTIVE_STATUSES, CancelResult, DispatchResult
 from ..names import check_name
 from ..policy import Policy
 from .envelope import ENVELOPE_NAME, render_envelope
-from .jobs import cancel_jobs, enqueue
+from .jobs import after_cancel, cancel_jobs, enqueue
 from .procs import resolve_argv0
 
 EXECUTORS = ("agent", "command", "codex")
@@ -260,6 +260,7 @@ def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:
         if not cancelled:
             raise Conflict(f"task {task!r} changed while cancelling; call get_status({run!r})")
         jobs = cancel_jobs(w, run, task, "task cancelled")
+    after_cancel(env, jobs, "task cancelled")  # outside the transaction: ending a group takes a while
     return CancelResult(
         run=run,
         task=task,

@@ -1,14 +1,29 @@
 """Durable jobs: executor runs, checks and reviews as rows that any planegate process can run.
 
 A job is ``queued`` until a worker claims it (``running``, with a lease it renews by heartbeat),
-then ``succeeded`` or ``failed``. A worker that dies stops renewing; once its lease has expired
-another worker reclaims the job and runs it again, up to ``max_attempts``, after which the job
-is set to ``attention`` with the reason. Every transition is a compare-and-set on the job's
-status and lease owner, so a job is never run by two live workers, and a worker whose lease was
-taken (or whose job was cancelled) learns it at its next heartbeat and stops.
+then ``succeeded`` or ``failed``. Each claim starts an attempt and counts it; a job whose attempts
+are used up is set to ``attention`` with the reason instead of being started again, whichever
+path brought it back (a reclaim, a start-up release, a requeue). Every transition is a
+compare-and-set on the job's status and lease owner, so a job is never run by two live workers,
+and a worker whose lease was taken (or whose job was cancelled) learns it at its next heartbeat
+and stops.
+
+At most one attempt is alive. A claim records the worker's host and its pid with the process's
+start time; every process an attempt starts is recorded (``job_processes``: host, process group,
+the leader's start time) until it is known to have ended. A running job whose owner is a dead
+process on this host is reclaimed at once instead of after its lease. Before a job runs again,
+whatever is left of its earlier attempts on this host is ended (SIGTERM, then SIGKILL) and the
+end recorded as an event; a group that survives SIGKILL keeps the job from running again
+(``attention``). Processes left by an attempt on another host can only be ended by a worker on
+that host: each worker sweeps its host's recorded groups whose attempt is over.
+
+Operators pause, drain and resume every worker on the ledger at once (``worker_control``): a
+paused or draining worker claims nothing; running jobs finish. ``cancel_job`` stops a job, ending
+its processes on this host at once; a worker elsewhere learns at its next heartbeat.
 
 Handlers are looked up by kind and imported lazily; each takes a ``JobContext`` and returns a
-JSON-able result.
+JSON-able result. A plane may also name a hook that hears when one of its jobs ends without a
+result (cancelled, or set to ``attention``).
 """
 
 from __future__ import annotations
@@ -16,18 +31,22 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planegate.store import Writer, canonical_json, now_iso
+from planegate.store import Writer, canonical_json, now_iso, placeholders
 
 from ..config import process_id
 from ..env import Env
-from ..errors import Busy, NotFound, PlanegateError
+from ..errors import Busy, Conflict, InvalidInput, NotFound, PlanegateError, WrongState
+from ..models import CancelJobResult
+from .procs import GroupEnd, end_group, host_key, process_alive, process_start, watching
 
 log = logging.getLogger("planegate.jobs")
 
@@ -36,14 +55,78 @@ HANDLERS = {
     "checks": "planegate.tools.execution.checks:run_checks_job",
     "review": "planegate.tools.review.review:run_review_job",
 }
+# Called as hook(env, job_row, reason) after a job of that kind was cancelled or set to attention.
+ENDED_HOOKS = {
+    "review": "planegate.tools.review.review:review_job_ended",
+}
 DONE = ("succeeded", "failed", "attention", "cancelled")
 # Work that falls due with time rather than being queued (a pending review's re-read). Found by
 # name like the handlers, so this module imports none of the planes that use it.
 DUE_WORK = ("planegate.tools.review.review:queue_due_rereads",)
+MODES = ("running", "paused", "draining")
+STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL for a group ended from outside (a reclaim, a cancel, a sweep)
 
 
 class JobLost(Exception):
     """This worker no longer holds the job (its lease was taken, or the job was cancelled)."""
+
+
+class PreviousAttemptAlive(PlanegateError):
+    """A group of an earlier attempt survived SIGKILL; running again could repeat its side effects."""
+
+
+# --- who runs a job --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A worker as recorded on the jobs it claims."""
+
+    name: str
+    host: str
+    host_key: str | None
+    pid: int
+    pid_start: int | None
+
+    @classmethod
+    def here(cls, name: str) -> Owner:
+        pid = os.getpid()
+        return cls(name=name, host=socket.gethostname(), host_key=host_key(), pid=pid, pid_start=process_start(pid))
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "owner_host": self.host,
+            "owner_host_key": self.host_key,
+            "owner_pid": self.pid,
+            "owner_pid_start": self.pid_start,
+        }
+
+
+def owner_dead(job: dict[str, Any], here: str | None) -> bool:
+    """Whether the job's recorded owner is a process on this host that no longer runs."""
+    if here is None or job.get("owner_host_key") != here or job.get("owner_pid") is None:
+        return False
+    return not process_alive(int(job["owner_pid"]), job["owner_pid_start"])
+
+
+def _still_owned(job: dict[str, Any], now: str, here: str | None) -> bool:
+    """A running job (as read inside the transaction) whose lease holds and whose owner is not known dead."""
+    return job["status"] == "running" and (job["lease_expires"] or "") >= now and not owner_dead(job, here)
+
+
+def _dead_owned(reader: Any, here: str | None) -> set[int]:
+    """Running jobs owned by a dead process on this host."""
+    if here is None:
+        return set()
+    rows = reader.rows(
+        "SELECT id, owner_host_key, owner_pid, owner_pid_start FROM jobs WHERE status = 'running'"
+        " AND owner_host_key = ?",
+        (here,),
+    )
+    return {r["id"] for r in rows if owner_dead(r, here)}
+
+
+# --- queue -----------------------------------------------------------------------------------
 
 
 def enqueue(w: Writer, *, run: str, task: str | None, kind: str, payload: dict[str, Any], max_attempts: int = 3) -> int:
@@ -71,29 +154,54 @@ def job_row(env: Env, job_id: int) -> dict[str, Any]:
     return row
 
 
+def _gave_up(job: dict[str, Any], why: str) -> str:
+    return (
+        f"attempt {job['attempts']} of {job['max_attempts']} ended without an outcome ({why}); planegate stopped "
+        "retrying so the job's side effects do not run again"
+    )
+
+
+def _to_attention(w: Writer, job: dict[str, Any], reason: str) -> bool:
+    if not w.cas(
+        "jobs",
+        {"id": job["id"]},
+        {"status": job["status"], "lease_owner": job["lease_owner"]},
+        {"status": "attention", "error": reason, "finished_at": w.at, "lease_owner": None, "lease_expires": None},
+    ):
+        return False
+    w.event("job.attention", run=job["run_id"], task=job["task_id"], job=job["id"], reason=reason)
+    return True
+
+
 def claim(env: Env, worker: str, lease_s: float) -> dict[str, Any] | None:
-    """Take the oldest runnable job: queued, or running under an expired lease."""
+    """Take the oldest runnable job: queued, running under an expired lease, or running for a dead
+    owner on this host. Nothing while workers are paused or draining; a job whose attempts are
+    used up goes to ``attention`` instead."""
+    if worker_control(env.store)["mode"] != "running":
+        return None
+    owner = Owner.here(worker)
+    dead = _dead_owned(env.store, owner.host_key)
+    attention: list[dict[str, Any]] = []
+    claimed = None
     with env.write(actor=f"worker:{worker}") as w:
+        if worker_control(w)["mode"] != "running":
+            return None
         now = w.at
+        ids = sorted(dead)
         candidates = w.rows(
-            "SELECT * FROM jobs WHERE status = 'queued' OR (status = 'running' AND lease_expires < ?)"
-            " ORDER BY id LIMIT 20",
-            (now,),
+            "SELECT * FROM jobs WHERE status = 'queued' OR (status = 'running' AND (lease_expires < ?"
+            f" OR id IN ({placeholders(ids) or 'NULL'}))) ORDER BY id LIMIT 20",
+            (now, *ids),
         )
         for job in candidates:
+            if _still_owned(job, now, owner.host_key):
+                continue  # another worker reclaimed it since ``dead`` was read
             expected = {"status": job["status"], "lease_owner": job["lease_owner"]}
-            if job["status"] == "running" and job["attempts"] >= job["max_attempts"]:
-                reason = (
-                    f"its worker {job['lease_owner']} stopped renewing the lease {job['attempts']} time(s); "
-                    "planegate gave up retrying"
-                )
-                if w.cas(
-                    "jobs",
-                    {"id": job["id"]},
-                    expected,
-                    {"status": "attention", "error": reason, "finished_at": now, "lease_owner": None},
-                ):
-                    w.event("job.attention", run=job["run_id"], task=job["task_id"], job=job["id"], reason=reason)
+            why = "its worker died" if job["id"] in dead else "its worker stopped renewing the lease"
+            if job["attempts"] >= job["max_attempts"]:
+                cause = why if job["status"] == "running" else (job["error"] or "its worker died")
+                if _to_attention(w, job, _gave_up(job, cause)):
+                    attention.append(job)
                 continue
             changes = {
                 "status": "running",
@@ -102,19 +210,25 @@ def claim(env: Env, worker: str, lease_s: float) -> dict[str, Any] | None:
                 "heartbeat_at": now,
                 "attempts": job["attempts"] + 1,
                 "started_at": job["started_at"] or now,
+                "attempt_started_at": now,
+                **owner.columns(),
             }
             if w.cas("jobs", {"id": job["id"]}, expected, changes):
-                kind = "job.reclaimed" if job["status"] == "running" else "job.started"
+                reclaimed = job["status"] == "running"
                 w.event(
-                    kind,
+                    "job.reclaimed" if reclaimed else "job.started",
                     run=job["run_id"],
                     task=job["task_id"],
                     job=job["id"],
                     attempt=changes["attempts"],
+                    host=owner.host,
                     previous_owner=job["lease_owner"],
+                    **({"why": why} if reclaimed else {}),
                 )
-                return {**job, **changes}
-    return None
+                claimed = {**job, **changes}
+                break
+    _after_ended(env, attention)
+    return claimed
 
 
 def finish(
@@ -138,10 +252,13 @@ def finish(
         )
         if won:
             w.event(f"job.{status}", run=job["run_id"], task=job["task_id"], job=job["id"], error=error)
+    if won and status == "attention":
+        _after_ended(env, [job])
     return won
 
 
 def requeue(env: Env, job: dict[str, Any], worker: str, reason: str) -> None:
+    """Put a job this worker holds back in the queue; the attempt it used stays counted."""
     with env.write(actor=f"worker:{worker}") as w:
         if w.cas(
             "jobs",
@@ -149,11 +266,255 @@ def requeue(env: Env, job: dict[str, Any], worker: str, reason: str) -> None:
             {"status": "running", "lease_owner": worker},
             {"status": "queued", "lease_owner": None, "lease_expires": None, "error": reason},
         ):
-            w.event("job.requeued", run=job["run_id"], task=job["task_id"], job=job["id"], reason=reason)
+            w.event(
+                "job.requeued",
+                run=job["run_id"],
+                task=job["task_id"],
+                job=job["id"],
+                reason=reason,
+                attempts=job["attempts"],
+            )
+
+
+def unfinished(env: Env) -> int:
+    """Jobs still queued or running anywhere (a running one may need reclaiming later)."""
+    return int(env.store.scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"))
+
+
+@dataclass
+class Released:
+    queued: list[int] = field(default_factory=list)
+    attention: list[int] = field(default_factory=list)
+
+
+def release_stale(env: Env) -> Released:
+    """Running jobs whose lease expired or whose owner died on this host: back in the queue, or
+    to ``attention`` when their attempts are used up (each start counted when it was claimed)."""
+    here = host_key()
+    dead = _dead_owned(env.store, here)
+    released = Released()
+    ended: list[dict[str, Any]] = []
+    with env.write(actor="planegate:reconcile") as w:
+        ids = sorted(dead)
+        stale = w.rows(
+            "SELECT * FROM jobs WHERE status = 'running' AND (lease_expires < ?"
+            f" OR id IN ({placeholders(ids) or 'NULL'})) ORDER BY id",
+            (w.at, *ids),
+        )
+        for job in stale:
+            if _still_owned(job, w.at, here):
+                continue
+            why = "its worker died" if job["id"] in dead else "its lease expired"
+            if job["attempts"] >= job["max_attempts"]:
+                if _to_attention(w, job, _gave_up(job, why)):
+                    released.attention.append(job["id"])
+                    ended.append(job)
+                continue
+            if w.cas(
+                "jobs",
+                {"id": job["id"]},
+                {"status": "running", "lease_owner": job["lease_owner"]},
+                {"status": "queued", "lease_owner": None, "lease_expires": None, "error": why},
+            ):
+                w.event(
+                    "job.lease_released",
+                    run=job["run_id"],
+                    task=job["task_id"],
+                    job=job["id"],
+                    previous_owner=job["lease_owner"],
+                    why=why,
+                    attempts=job["attempts"],
+                    max_attempts=job["max_attempts"],
+                )
+                released.queued.append(job["id"])
+    _after_ended(env, ended)
+    return released
+
+
+def _after_ended(env: Env, jobs: Iterable[dict[str, Any]], reason: str | None = None) -> None:
+    """Tell the job's plane that it ended without a result (a review is marked failed)."""
+    for job in jobs:
+        target = ENDED_HOOKS.get(job["kind"])
+        if target is None:
+            continue
+        module, name = target.split(":")
+        hook: Callable[[Env, dict[str, Any], str], None] = getattr(importlib.import_module(module), name)
+        current = env.store.one("SELECT * FROM jobs WHERE id = ?", (job["id"],)) or job
+        try:
+            hook(env, current, reason or current["error"] or current["status"])
+        except PlanegateError as exc:  # the job's own state is recorded; its plane can be fixed by hand
+            log.warning("job %s ended, but its %s could not be updated: %s", job["id"], job["kind"], exc)
+
+
+# --- processes of attempts -------------------------------------------------------------------
+
+
+def _end_recorded(env: Env, row: dict[str, Any], by: str, actor: str) -> GroupEnd:
+    """End one recorded group on this host and record how (an event) unless it was already gone."""
+    result = end_group(int(row["pgid"]), row["pid_start"], STOP_GRACE_S)
+    if result.outcome in ("unknown", "survived"):
+        with env.write(actor=actor) as w:
+            w.event(
+                "job.process_survived" if result.outcome == "survived" else "job.process_unchecked",
+                run=row["run_id"],
+                task=row["task_id"],
+                job=row["job_id"],
+                attempt=row["attempt"],
+                host=row["host"],
+                pgid=row["pgid"],
+                pids=result.pids,
+                by=by,
+            )
+        return result
+    with env.write(actor=actor) as w:
+        ending = {"ended_at": w.at, "outcome": result.outcome}
+        closed = w.cas("job_processes", {"id": row["id"]}, {"ended_at": None}, ending)
+        # Signalled by us: always recorded (its own worker may have closed the row as the process exited).
+        if closed or result.outcome in ("terminated", "killed"):
+            w.event(
+                "job.process_ended",
+                run=row["run_id"],
+                task=row["task_id"],
+                job=row["job_id"],
+                attempt=row["attempt"],
+                host=row["host"],
+                pgid=row["pgid"],
+                outcome=result.outcome,
+                pids=result.pids,
+                by=by,
+            )
+    return result
+
+
+_OPEN = (
+    "SELECT p.*, j.run_id, j.task_id, j.status, j.attempts, j.owner_host_key, j.owner_pid, j.owner_pid_start"
+    " FROM job_processes p JOIN jobs j ON j.id = p.job_id WHERE p.ended_at IS NULL"
+)
+
+
+def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[GroupEnd]:
+    """End the recorded groups on this host whose attempt is over: the job is no longer running
+    that attempt, or its owner died. Run by every worker between claims and at start-up."""
+    here = host_key()
+    if here is None:
+        return []
+    ended = []
+    for row in env.store.rows(_OPEN + " AND p.host_key = ? ORDER BY p.id", (here,)):
+        current = row["status"] == "running" and row["attempt"] == row["attempts"]
+        if current and not owner_dead(row, here):
+            continue
+        ended.append(_end_recorded(env, row, "sweep", actor))
+    return ended
+
+
+def stop_job_processes(env: Env, job_ids: Iterable[int], by: str) -> tuple[list[GroupEnd], list[str]]:
+    """End every recorded group of these jobs on this host; the hosts of the ones elsewhere."""
+    ids = list(job_ids)
+    if not ids:
+        return [], []
+    here = host_key()
+    rows = env.store.rows(_OPEN + f" AND p.job_id IN ({placeholders(ids)}) ORDER BY p.id", ids)
+    ended = [_end_recorded(env, r, by, env.settings.actor) for r in rows if here is not None and r["host_key"] == here]
+    elsewhere = sorted({r["host"] for r in rows if here is None or r["host_key"] != here})
+    return ended, elsewhere
+
+
+def _end_previous_attempts(ctx: JobContext) -> None:
+    """Before attempt N runs: end what is left of attempts before N on this host, and stop if any survives."""
+    ended, elsewhere = stop_job_processes(ctx.env.as_actor(f"worker:{ctx.worker}"), [ctx.job["id"]], "reclaim")
+    if elsewhere:
+        with ctx.env.write(actor=f"worker:{ctx.worker}") as w:
+            w.event(
+                "job.previous_attempt_elsewhere",
+                run=ctx.run,
+                task=ctx.task,
+                job=ctx.job["id"],
+                hosts=elsewhere,
+                note="a worker on that host ends its processes; this host cannot",
+            )
+    stuck = [e for e in ended if not e.gone]
+    if stuck:
+        raise PreviousAttemptAlive(
+            f"process group {stuck[0].pgid} of an earlier attempt of job {ctx.job['id']} is still running after "
+            f"SIGKILL ({stuck[0].outcome}, pids {stuck[0].pids}); planegate will not run the job again while it "
+            f"may still act; check `ps -g {stuck[0].pgid}`"
+        )
+
+
+# --- operator controls -----------------------------------------------------------------------
+
+
+def worker_control(reader: Any) -> dict[str, Any]:
+    """The workers' mode (``running``, ``paused``, ``draining``) and who set it, when, why."""
+    row = reader.one("SELECT mode, reason, set_by, set_at FROM worker_control WHERE id = 1")
+    return row or {"mode": "running", "reason": None, "set_by": None, "set_at": None}
+
+
+def set_worker_mode(env: Env, mode: str, reason: str | None = None) -> tuple[bool, dict[str, Any]]:
+    """Set every worker's mode on this ledger; (changed, the control row). An event records each change."""
+    if mode not in MODES:
+        raise InvalidInput(f"worker mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    with env.write() as w:
+        current = worker_control(w)
+        if current["mode"] == mode:
+            return False, current
+        row = {"id": 1, "mode": mode, "reason": reason or None, "set_by": w.actor, "set_at": w.at}
+        w.execute(
+            "INSERT OR REPLACE INTO worker_control (id, mode, reason, set_by, set_at)"
+            " VALUES (:id, :mode, :reason, :set_by, :set_at)",
+            row,
+        )
+        kind = {"running": "workers.resumed", "paused": "workers.paused", "draining": "workers.draining"}[mode]
+        w.event(kind, mode=mode, previous=current["mode"], reason=reason or None)
+    return True, row
+
+
+def paused_note(env: Env, status: str) -> str:
+    """For a queued job while workers are paused or draining: why it does not start, and the fix."""
+    if status != "queued":
+        return ""
+    control = worker_control(env.store)
+    if control["mode"] == "running":
+        return ""
+    return (
+        f"; it will not start while workers are {control['mode']} (set by {control['set_by']} at "
+        f"{control['set_at']}): a human runs `planegate worker resume`"
+    )
+
+
+def job_counts(reader: Any) -> dict[str, int]:
+    """Queued jobs, and running ones whose worker is alive as far as can be told (``orphaned``: its
+    lease expired, or its owner is a dead process on this host; it waits to be reclaimed)."""
+    queued = int(reader.scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"))
+    running = int(reader.scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running'"))
+    expired = {
+        r["id"] for r in reader.rows("SELECT id FROM jobs WHERE status = 'running' AND lease_expires < ?", (now_iso(),))
+    }
+    orphaned = len(expired | _dead_owned(reader, host_key()))
+    return {"queued": queued, "running": running - orphaned, "orphaned": orphaned}
+
+
+def workers_note(reader: Any) -> str | None:
+    """One line on the workers when they are not simply running; None when they are."""
+    control = worker_control(reader)
+    mode = control["mode"]
+    if mode == "running":
+        return None
+    counts = job_counts(reader)
+    why = f" ({control['reason']})" if control["reason"] else ""
+    who = f"by {control['set_by']} at {control['set_at']}{why}"
+    if mode == "draining" and counts["running"] == 0:
+        head = f"workers drained {who}: no job is running"
+    else:
+        head = f"workers {mode} {who}: {counts['running']} job(s) running"
+        head += " (they finish; nothing new starts)" if counts["running"] else ""
+    orphaned = f", {counts['orphaned']} whose worker is gone" if counts["orphaned"] else ""
+    return f"{head}, {counts['queued']} queued{orphaned}; `planegate worker resume` lets workers claim jobs again"
 
 
 def cancel_jobs(w: Writer, run: str, task: str, reason: str) -> list[int]:
-    """Cancel a task's unfinished jobs inside the caller's transaction."""
+    """Cancel a task's unfinished jobs inside the caller's transaction; the caller then calls
+    ``after_cancel`` (outside it) to end their processes."""
     ids = [
         r["id"]
         for r in w.rows(
@@ -162,42 +523,98 @@ def cancel_jobs(w: Writer, run: str, task: str, reason: str) -> list[int]:
     ]
     for job_id in ids:
         w.execute(
-            "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, lease_owner = NULL WHERE id = ?",
+            "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ?, lease_owner = NULL,"
+            " lease_expires = NULL WHERE id = ?",
             (reason, w.at, job_id),
         )
         w.event("job.cancelled", run=run, task=task, job=job_id, reason=reason)
     return ids
 
 
-def unfinished(env: Env) -> int:
-    """Jobs still queued or running anywhere (a running one may need reclaiming later)."""
-    return int(env.store.scalar("SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"))
+def after_cancel(env: Env, job_ids: list[int], reason: str) -> tuple[list[GroupEnd], list[str]]:
+    """End the processes of cancelled jobs on this host and tell their planes."""
+    stopped = stop_job_processes(env, job_ids, "cancel")
+    if job_ids:
+        rows = env.store.rows(f"SELECT * FROM jobs WHERE id IN ({placeholders(job_ids)})", job_ids)
+        _after_ended(env, rows, f"cancelled: {reason}")
+    return stopped
 
 
-def release_stale(env: Env) -> list[int]:
-    """Put running jobs whose lease expired back in the queue (attempts are kept)."""
-    with env.write(actor="planegate:reconcile") as w:
-        stale = w.rows("SELECT * FROM jobs WHERE status = 'running' AND lease_expires < ?", (w.at,))
-        for job in stale:
-            if w.cas(
+def cancel_job(env: Env, job_id: int, reason: str) -> CancelJobResult:
+    """Cancel one job with a reason: a queued one never starts; a running one's processes are
+    ended (at once on this host, at its worker's next heartbeat elsewhere).
+
+    Raises:
+        InvalidInput: empty reason. NotFound: unknown job. WrongState: the job already ended.
+        Conflict: the job changed while cancelling (call again).
+    """
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("reason is empty; say why the job is cancelled (it is recorded)")
+    row = job_row(env, job_id)
+    with env.write() as w:
+        row = w.one("SELECT * FROM jobs WHERE id = ?", (job_id,)) or row
+        was = row["status"]
+        if was in ("succeeded", "failed", "attention"):
+            raise WrongState(f"job {job_id} already ended ({was}); nothing to cancel. get_job({job_id}) shows it")
+        if was != "cancelled":
+            if not w.cas(
                 "jobs",
-                {"id": job["id"]},
-                {"status": "running", "lease_owner": job["lease_owner"]},
-                {"status": "queued", "lease_owner": None, "lease_expires": None},
+                {"id": job_id},
+                {"status": was, "lease_owner": row["lease_owner"]},
+                {
+                    "status": "cancelled",
+                    "error": f"cancelled: {reason}",
+                    "finished_at": w.at,
+                    "lease_owner": None,
+                    "lease_expires": None,
+                },
             ):
-                w.event(
-                    "job.lease_released",
-                    run=job["run_id"],
-                    task=job["task_id"],
-                    job=job["id"],
-                    previous_owner=job["lease_owner"],
-                )
-    return [j["id"] for j in stale]
+                raise Conflict(f"job {job_id} changed while cancelling; call cancel_job({job_id}) again")
+            w.event("job.cancelled", run=row["run_id"], task=row["task_id"], job=job_id, reason=reason, was=was)
+    stopped, elsewhere = after_cancel(env, [job_id], reason) if was != "cancelled" else ([], [])
+    lines = [f"process group {g.pgid}: {g.outcome}" for g in stopped]
+    lines += [f"running on {h}: its worker stops it at its next heartbeat" for h in elsewhere]
+    if was == "running" and not lines:
+        lines = ["no process of it was running; its worker stops at its next heartbeat"]
+    return CancelJobResult(
+        job=job_id,
+        kind=row["kind"],
+        run=row["run_id"],
+        task=row["task_id"],
+        state="cancelled",
+        was=was,
+        reason=row["error"] if was == "cancelled" else f"cancelled: {reason}",
+        stopped=lines,
+        next_step=_after_cancel_step(row),
+    )
+
+
+def _after_cancel_step(row: dict[str, Any]) -> str:
+    run, task = row["run_id"], row["task_id"]
+    subject = f"run={run!r}, task={task!r}" if task else f"run={run!r}"
+    if row["kind"] == "executor":
+        return (
+            f"the task stays dispatched; what the executor left uncommitted stays in its worktree: work there and "
+            f"run_checks({subject}), or cancel_task({subject}, reason=...)"
+        )
+    if row["kind"] == "checks":
+        return f"run_checks({subject}) again when you want the evidence"
+    if row["kind"] == "review":
+        return f"request_review({subject}{'' if task else ', release=True'}) again when you want a review"
+    return f"get_status({run!r})"
+
+
+# --- running a job ---------------------------------------------------------------------------
 
 
 @dataclass
 class JobContext:
-    """What a handler gets: the job, its payload, and a heartbeat that keeps the lease."""
+    """What a handler gets: the job, its payload, and a heartbeat that keeps the lease.
+
+    It is also the watch of the processes the job starts (``procs.watching``): each is recorded
+    on the job while it runs, and a job this worker no longer holds stops them.
+    """
 
     env: Env
     job: dict[str, Any]
@@ -218,10 +635,22 @@ class JobContext:
     def task(self) -> str | None:
         return self.job["task_id"]
 
+    @property
+    def attempt(self) -> int:
+        return int(self.job["attempts"])
+
     def artifacts_dir(self, name: str) -> Path:
         path = self.env.settings.artifacts / self.run / (self.task or "_run") / f"job-{self.job['id']}-{name}"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def _held(self, w: Writer) -> bool:
+        return bool(
+            w.scalar(
+                "SELECT COUNT(*) FROM jobs WHERE id = ? AND status = 'running' AND lease_owner = ?",
+                (self.job["id"], self.worker),
+            )
+        )
 
     def heartbeat(self, progress: str | None = None) -> None:
         """Renew the lease (at most every third of it) and publish progress.
@@ -242,6 +671,37 @@ class JobContext:
         self._last_beat = time.monotonic()
         if progress is not None:
             self._progress = progress
+
+    def started(self, pid: int, start: int | None, argv: tuple[str, ...]) -> None:
+        """Record a process of this attempt (its group is ``pid``); JobLost when the job is no longer ours."""
+        with self.env.write(actor=f"worker:{self.worker}") as w:
+            if not self._held(w):
+                raise JobLost(f"job {self.job['id']} is no longer held by {self.worker}; its process {pid} is stopped")
+            w.insert(
+                "job_processes",
+                {
+                    "job_id": self.job["id"],
+                    "attempt": self.attempt,
+                    "host": socket.gethostname(),
+                    "host_key": host_key(),
+                    "pgid": pid,
+                    "pid_start": start,
+                    "command": " ".join(argv)[:500],
+                    "started_at": w.at,
+                },
+            )
+
+    def ended(self, pid: int) -> None:
+        """Close the record of a process that ended; JobLost when the job is no longer ours."""
+        with self.env.write(actor=f"worker:{self.worker}") as w:
+            w.execute(
+                "UPDATE job_processes SET ended_at = ?, outcome = 'exited'"
+                " WHERE job_id = ? AND attempt = ? AND pgid = ? AND ended_at IS NULL",
+                (w.at, self.job["id"], self.attempt, pid),
+            )
+            held = self._held(w)
+        if not held:
+            raise JobLost(f"job {self.job['id']} is no longer held by {self.worker}; its outcome is not recorded")
 
 
 def handler_for(kind: str) -> Callable[[JobContext], Any]:
@@ -266,10 +726,15 @@ def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
     """Run one claimed job to its end; returns the status recorded."""
     context = JobContext(env, job, worker, lease_s)
     try:
-        result = handler_for(job["kind"])(context)
+        _end_previous_attempts(context)
+        with watching(context):
+            result = handler_for(job["kind"])(context)
     except JobLost as exc:
         log.info("%s", exc)
         return "lost"
+    except PreviousAttemptAlive as exc:
+        finish(env, job, worker, status="attention", error=str(exc))
+        return "attention"
     except Busy as exc:
         requeue(env, job, worker, str(exc))
         return "queued"
@@ -285,7 +750,10 @@ def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
 
 
 class Worker:
-    """Claims jobs and runs each in a thread, ``concurrency`` at a time, until stopped."""
+    """Claims jobs and runs each in a thread, ``concurrency`` at a time, until stopped.
+
+    Between claims it ends the recorded process groups on this host whose attempt is over.
+    """
 
     def __init__(self, env: Env, name: str | None = None) -> None:
         self.env = env
@@ -297,8 +765,18 @@ class Worker:
         """Look for work now instead of at the next poll."""
         self._wake.set()
 
-    async def run(self, *, stop_when_idle: bool = False) -> None:
-        """Claim and run jobs until cancelled, or (``stop_when_idle``) until no job is unfinished."""
+    def _sweep(self) -> None:
+        try:
+            end_stale_processes(self.env, actor=f"worker:{self.name}")
+        except PlanegateError as exc:  # the next poll retries
+            log.warning("worker %s could not end stale processes: %s", self.name, exc)
+
+    async def run(self, *, stop_when_idle: bool = False, stop_when_drained: bool = False) -> str:
+        """Claim and run jobs until cancelled; returns why it stopped.
+
+        ``stop_when_idle``: stop once no job is unfinished (or none can start: workers paused).
+        ``stop_when_drained``: stop once workers are draining and this one runs nothing.
+        """
         import anyio
         import anyio.to_thread
 
@@ -327,15 +805,23 @@ class Worker:
                     running += 1
                     group.start_soon(one, job)
                     continue
+                await anyio.to_thread.run_sync(self._sweep)
+                mode = (await anyio.to_thread.run_sync(worker_control, self.env.store))["mode"]
                 due = 0
                 try:
-                    if running < self.env.settings.worker_concurrency:
+                    if mode == "running" and running < self.env.settings.worker_concurrency:
                         due = await anyio.to_thread.run_sync(queue_due_work, self.env)
                 except Exception as exc:  # noqa: BLE001 - due work is looked for again at the next poll
                     log.warning("worker %s could not queue due work: %s", self.name, exc)
                 if due:
                     continue
-                if stop_when_idle and running == 0 and not await anyio.to_thread.run_sync(unfinished, self.env):
-                    return
+                if running == 0 and stop_when_drained and mode == "draining":
+                    return "drained"
+                if running == 0 and stop_when_idle:
+                    if mode != "running":
+                        return mode
+                    if not await anyio.to_thread.run_sync(unfinished, self.env):
+                        return "idle"
                 self._wake.clear()
                 await anyio.to_thread.run_sync(self._wake.wait, self.env.settings.job_poll_s, abandon_on_cancel=True)
+        return "stopped"  # pragma: no cover - the loop only returns from inside

@@ -11,30 +11,52 @@ other member of its process group has been sent SIGKILL (the group is signalled 
 process is still an unreaped zombie, so its id cannot have been reused). A descendant that
 starts its own session (``setsid``) leaves the group and is out of reach; containing those
 needs a cgroup or a container. The child sees only allow-listed environment variables.
+
+A process that outlives its caller is the other danger: when the planegate process running it
+is killed, nothing waits for the child any more. On Linux the child is started with a
+parent-death signal (``PR_SET_PDEATHSIG`` = SIGKILL, set between fork and exec), so it dies
+with the thread that started it. ``run_process`` blocks that thread until the child is reaped,
+so the thread outlives the child in every case but the death of the whole process, which is the
+case the signal is for. The signal reaches only the child itself: its own children stay in the
+group, which is why the caller may register a ``ProcessWatch`` (``watching``) that records each
+group, and ``end_group`` ends a recorded group later, from another process, guarded by the
+leader's start time against a reused process id.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from ..errors import ExecutionError, InvalidInput
 
 __all__ = [
     "DEFAULT_ENV_ALLOW",
+    "GroupEnd",
     "ProcessResult",
+    "ProcessWatch",
+    "end_group",
+    "host_key",
+    "process_alive",
+    "process_start",
     "resolve_argv0",
     "run_process",
     "scrubbed_env",
+    "watching",
 ]
 
 DEFAULT_ENV_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
@@ -181,7 +203,9 @@ def run_process(
 
     ``on_tick(elapsed_s)`` is called every ``tick_s`` while the process runs. If it raises, the
     process group is stopped (SIGTERM, ``grace_s``, SIGKILL) and the exception propagates.
-    A timeout is an outcome, not an error: the result has ``timed_out=True``.
+    A timeout is an outcome, not an error: the result has ``timed_out=True``. The watch
+    registered with ``watching`` (if any) hears of the start and of the end; an error it raises
+    stops the group the same way and propagates.
 
     Raises:
         InvalidInput: a str argv, an empty argv, a non-str element, a non-positive
@@ -205,6 +229,7 @@ def run_process(
     stdout_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path.parent.mkdir(parents=True, exist_ok=True)
 
+    watch = _watch.get()
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err, _stdin_source(stdin_text) as stdin:
         started = time.monotonic()
         try:
@@ -218,22 +243,31 @@ def run_process(
                 stderr=err,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except OSError as exc:
             raise ExecutionError(f"command {argv[0]!r} could not be started ({exc.strerror}); {_FIX_ARGV}") from exc
 
     try:
+        if watch is not None:
+            # Read while the child is at worst an unreaped zombie: its stat (and start time) still exists.
+            watch.started(proc.pid, process_start(proc.pid), argv)
         timed_out = _wait_sliced(proc.pid, started + timeout_s, tick_s, on_tick, started)
     except BaseException:
-        # The tick raised (or this thread was interrupted): nothing may outlive the call.
+        # The watch or the tick raised (or this thread was interrupted): nothing may outlive the call.
         _stop_group(proc.pid, grace_s)
         proc.wait()
+        if watch is not None:
+            with suppress(Exception):  # the first error is the one to report
+                watch.ended(proc.pid)
         raise
     if timed_out:
         _stop_group(proc.pid, grace_s)
     else:
         _kill_group(proc.pid)
     exit_code = proc.wait()  # a zombie by now: reaping does not block
+    if watch is not None:
+        watch.ended(proc.pid)
     return ProcessResult(
         argv=argv,
         exit_code=exit_code,
@@ -345,4 +379,206 @@ def _group_running(pgid: int) -> bool:
     return False
 
 
-# --- artifacts -------------------------------------------------------------------------------
+# --- identity: which process, which host ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stat:
+    state: str
+    pgrp: int
+    start: int  # clock ticks after boot: with the pid, names one process for the life of the boot
+
+
+def _stat(pid: int | str) -> _Stat | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # "pid (comm) state ppid pgrp … starttime(22) …": comm may hold spaces and parentheses.
+    fields = text[text.rfind(")") + 2 :].split()
+    try:
+        return _Stat(state=fields[0], pgrp=int(fields[2]), start=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks after boot), or None without /proc or such a process."""
+    stat = _stat(pid)
+    return None if stat is None else stat.start
+
+
+def process_alive(pid: int, start: int | None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, when ``start`` is given, is the process that started then."""
+    stat = _stat(pid)
+    if stat is None:
+        return False
+    return stat.state not in ("Z", "X") and (start is None or stat.start == start)
+
+
+@cache
+def _host_key_for(pid: int) -> str | None:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = str(Path("/proc/self/ns/pid").readlink())
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def host_key() -> str | None:
+    """What must match for a recorded pid to mean a process here: host name, boot and pid namespace.
+
+    None without /proc: then no recorded process can be checked, and none is signalled.
+    """
+    return _host_key_for(os.getpid())
+
+
+# --- the parent-death signal ----------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()  # looked up here, not in the forked child, where it could need a lock
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """The child-side set-up (run between fork and exec): SIGKILL when the starting thread dies.
+
+    If the parent already died before the signal was armed, the child was re-parented and kills
+    itself rather than run unwatched.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+# --- watching the processes of a job ---------------------------------------------------------
+
+
+class ProcessWatch(Protocol):
+    """Told of each process ``run_process`` starts in this context; either call may raise to stop it."""
+
+    def started(self, pid: int, start: int | None, argv: tuple[str, ...]) -> None: ...
+
+    def ended(self, pid: int) -> None: ...
+
+
+_watch: ContextVar[ProcessWatch | None] = ContextVar("planegate_process_watch", default=None)
+
+
+@contextmanager
+def watching(watch: ProcessWatch) -> Iterator[None]:
+    """Report every process started by ``run_process`` in this context (a thread started
+    inside it sees the watch only when run through ``contextvars.copy_context().run``)."""
+    token = _watch.set(watch)
+    try:
+        yield
+    finally:
+        _watch.reset(token)
+
+
+# --- ending a recorded group from elsewhere --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupEnd:
+    """How a recorded group was ended.
+
+    ``outcome``: ``gone`` (none of its processes was running), ``terminated`` (all exited after
+    SIGTERM), ``killed`` (SIGKILL was needed), ``survived`` (still running after SIGKILL: stuck
+    in the kernel), ``unknown`` (no /proc here: nothing could be checked, nothing was signalled).
+    """
+
+    pgid: int
+    outcome: str
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def gone(self) -> bool:
+        return self.outcome in ("gone", "terminated", "killed")
+
+
+def _members(pgid: int, leader_start: int | None) -> tuple[list[int], bool]:
+    """The running processes of group ``pgid`` that belong to the recorded group, and whether
+    they are the whole group.
+
+    The kernel keeps a pid reserved while any process uses it as its group id, so while one of
+    our processes lives, no other process can have the id ``pgid`` nor lead a group of that id.
+    Hence: a live leader with another start time means our group is gone; otherwise our
+    processes are the members that started no earlier than the recorded leader.
+    """
+    leader = _stat(pgid)
+    if leader is not None and leader_start is not None and leader.start != leader_start:
+        return [], False
+    ours: list[int] = []
+    others = False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(entry.name)
+        if stat is None or stat.pgrp != pgid or stat.state in ("Z", "X"):
+            continue
+        if leader_start is None or stat.start >= leader_start:
+            ours.append(int(entry.name))
+        else:
+            others = True
+    return ours, not others
+
+
+def _signal_members(pgid: int, pids: list[int], whole: bool, sig: signal.Signals) -> None:
+    if whole:
+        _signal_group(pgid, sig)  # one call: also reaches a member forked after the scan
+        return
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def end_group(pgid: int, leader_start: int | None, grace_s: float) -> GroupEnd:
+    """End what is left of a group recorded earlier (perhaps by a process that has since died):
+    SIGTERM, up to ``grace_s`` for it to exit, then SIGKILL; returns once none of it runs.
+
+    ``leader_start`` is the leader's start time as recorded (``process_start``); a group whose
+    id now belongs to another process is left alone.
+    """
+    if not Path("/proc").is_dir():
+        return GroupEnd(pgid, "unknown")
+    pids, whole = _members(pgid, leader_start)
+    if not pids:
+        return GroupEnd(pgid, "gone")
+    first = sorted(pids)
+    _signal_members(pgid, pids, whole, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    delay = 0.005
+    while pids and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, _POLL_MAX_S)
+        pids, whole = _members(pgid, leader_start)
+    if not pids:
+        return GroupEnd(pgid, "terminated", first)
+    deadline = time.monotonic() + _KILL_WAIT_S
+    while pids and time.monotonic() < deadline:
+        _signal_members(pgid, pids, whole, signal.SIGKILL)
+        time.sleep(0.01)
+        pids, whole = _members(pgid, leader_start)
+    return GroupEnd(pgid, "survived" if pids else "killed", first)

@@ -1,6 +1,10 @@
-"""Start-up reconciliation: the worktrees on disk against the ledger, and stale job leases.
+"""Start-up reconciliation: the worktrees on disk against the ledger, stale job leases, and
+processes left by job attempts that are over.
 
-Run when a server or worker starts. Jobs whose lease expired go back to the queue. A worktree
+Run when a server or worker starts. Running jobs whose lease expired, or whose owner is a dead
+process on this host, go back to the queue — or to ``attention`` when their attempts are used up
+(see ``jobs.release_stale``). Process groups recorded on this host for attempts that are over are
+ended (SIGTERM, then SIGKILL) and the end recorded. A worktree
 directory no task row accounts for (a dispatch that crashed between its two steps, or leftovers
 of a deleted run) is an orphan: it is removed only when it holds no uncommitted work — its
 branch is always kept — and reported either way. A dispatched task whose worktree is gone is
@@ -20,18 +24,22 @@ from ..env import Env
 from ..errors import GitError, InvalidInput
 from ..gitrepo import GitRepo
 from ..models import ACTIVE_STATUSES
-from .jobs import release_stale
+from .jobs import end_stale_processes, release_stale
 
 
 class ReconcileReport(BaseModel):
     released_jobs: list[int] = Field(default_factory=list)
+    attention_jobs: list[int] = Field(default_factory=list)
+    ended_groups: list[str] = Field(default_factory=list)
     removed_orphans: list[str] = Field(default_factory=list)
     kept_orphans: list[str] = Field(default_factory=list)
     missing_worktrees: list[str] = Field(default_factory=list)
     removed_scratch: int = 0
 
     def lines(self) -> list[str]:
-        out = [f"job {j}: lease expired, back in the queue" for j in self.released_jobs]
+        out = [f"job {j}: its worker is gone; back in the queue" for j in self.released_jobs]
+        out += [f"job {j}: its worker is gone, its attempts used up; needs attention" for j in self.attention_jobs]
+        out += [f"process group of an attempt that is over: {g}" for g in self.ended_groups]
         out += [f"orphan worktree removed (no uncommitted work; branch kept): {p}" for p in self.removed_orphans]
         out += [f"orphan worktree kept (uncommitted work inside): {p}" for p in self.kept_orphans]
         out += [f"worktree missing for a dispatched task: {p}" for p in self.missing_worktrees]
@@ -46,7 +54,11 @@ def _repo_of(path: Path) -> GitRepo | None:
 
 
 def reconcile(env: Env) -> ReconcileReport:
-    report = ReconcileReport(released_jobs=release_stale(env))
+    released = release_stale(env)
+    report = ReconcileReport(released_jobs=released.queued, attention_jobs=released.attention)
+    report.ended_groups = [
+        f"{g.pgid} {g.outcome}" for g in end_stale_processes(env, actor="planegate:reconcile") if g.outcome != "gone"
+    ]
     rows = env.store.rows(
         "SELECT t.run_id, t.id, t.status, t.worktree, r.repo FROM tasks t JOIN runs r"
         " ON r.id = t.run_id WHERE t.worktree IS NOT NULL"
@@ -75,7 +87,10 @@ def reconcile(env: Env) -> ReconcileReport:
     report.removed_scratch = _sweep_scratch(env)
     if report.removed_orphans or report.kept_orphans or report.missing_worktrees:
         with env.write(actor="planegate:reconcile") as w:
-            w.event("reconcile.report", **report.model_dump(exclude={"released_jobs", "removed_scratch"}))
+            w.event(
+                "reconcile.report",
+                **report.model_dump(exclude={"released_jobs", "attention_jobs", "ended_groups", "removed_scratch"}),
+            )
             risks = [
                 (line.split("/", 1)[0], f"worktree missing for a dispatched task: {line}")
                 for line in report.missing_worktrees

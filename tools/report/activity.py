@@ -11,6 +11,7 @@ from typing import Any
 from planegate.store import now_iso, placeholders
 
 from ..env import Env
+from ..execution.jobview import attention_step
 from ..gates.facts import evaluate_task
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, ActiveTask, EvidenceLine, GateLine, RunStatus
@@ -73,8 +74,25 @@ def unproven_claims(task: ActiveTask) -> list[str]:
     )
 
 
+def attention_jobs(reader: Any, run: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Jobs of the run in ``attention`` that still matter: no later job of the same kind for the
+    same task, and the task (if any) not accepted or cancelled."""
+    return list(
+        reader.rows(
+            "SELECT j.* FROM jobs j LEFT JOIN tasks t ON t.run_id = j.run_id AND t.id = j.task_id"
+            " WHERE j.run_id = ? AND j.status = 'attention'"
+            " AND (t.status IS NULL OR t.status NOT IN ('accepted', 'cancelled'))"
+            " AND NOT EXISTS (SELECT 1 FROM jobs k WHERE k.run_id = j.run_id AND k.task_id IS j.task_id"
+            " AND k.kind = j.kind AND k.id > j.id)"
+            " ORDER BY j.id DESC LIMIT ?",
+            (run, limit),
+        )
+    )
+
+
 def run_risks(env: Env, reader: Any, run_row: dict[str, Any], active: list[ActiveTask]) -> list[str]:
-    risks = [
+    risks = [attention_step(job) for job in attention_jobs(reader, run_row["id"])]
+    risks += [
         f"task {t.task}: lease expired at {t.lease_expires} (its worker may be gone); "
         f"dispatch_task again to take it over, or cancel_task"
         for t in active
@@ -120,6 +138,12 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
     if by_status.get("changes_requested"):
         task = by_status["changes_requested"][0]
         return f"fix task {task!r} in its worktree, commit, then run_checks(run={run!r}, task={task!r})"
+    # A job planegate gave up on comes before new work: re-running it blindly (what an unmet gate
+    # would suggest) repeats whatever failed every attempt.
+    attention = {job["task_id"]: job for job in reversed(attention_jobs(env.store, run))}
+    for active in status.active:
+        if active.task in attention and not all(g.ok for g in active.gates):
+            return attention_step(attention[active.task])
     policy = env.policy(run_row)
     active_count = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
     if status.ready and active_count < policy.max_parallel:
@@ -140,6 +164,8 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
         unmet_run = next((g for g in gates if not g.ok), None)
         if unmet_run is None:
             return f"accept_run(run={run!r})"
+        if None in attention:
+            return attention_step(attention[None])
         return f"{unmet_run.gate}: {unmet_run.reason} Next: {unmet_run.next_step}"
     if status.blocked:
         return f"tasks are blocked: {status.blocked[0].task} is {status.blocked[0].reason}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..env import Env
+from ..execution.jobs import workers_note
 from ..models import Blocked, RunLine, RunStatus, StatusResult
 from .activity import active_tasks, next_action, run_risks
 
@@ -41,7 +42,7 @@ def list_runs(env: Env) -> StatusResult:
         if not lines
         else f"get_status(run={lines[0].run!r}) for the newest run's details"
     )
-    return StatusResult(runs=lines, runs_total=total, next_action=next_action)
+    return StatusResult(runs=lines, runs_total=total, workers=workers_note(env.store), next_action=next_action)
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -80,6 +81,7 @@ def run_status(env: Env, run: str) -> StatusResult:
         blocked = blocked_reasons(reader, run, LIMIT)
         active, active_total = active_tasks(env, reader, run_row, LIMIT)
         risks = run_risks(env, reader, run_row, active)
+        workers = workers_note(reader)
     more = {
         name: total - len(shown)
         for name, total, shown in (
@@ -103,7 +105,7 @@ def run_status(env: Env, run: str) -> StatusResult:
         risks=risks,
         more=more,
     )
-    return StatusResult(status=status, next_action=next_action(env, run_row, status))
+    return StatusResult(status=status, workers=workers, next_action=next_action(env, run_row, status))
 
 
 def get_status(env: Env, run: str | None = None) -> StatusResult:

@@ -24,6 +24,7 @@ artifacts of the review.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import secrets
@@ -323,7 +324,9 @@ def _with_heartbeat(ctx: JobContext, progress: str, call: Any, live: _Live | Non
         except BaseException as exc:  # noqa: BLE001 - re-raised in the job thread below
             result["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"review-{ctx.job['id']}", daemon=True)
+    # The copied context carries the job's process watch into the thread (``procs.watching``).
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name=f"review-{ctx.job['id']}", daemon=True)
     thread.start()
     while thread.is_alive():
         thread.join(timeout=1.0)
@@ -550,6 +553,15 @@ def _incident(env: Env, row: dict[str, Any], kind: str, report: str) -> None:
                 "created_at": w.at,
             },
         )
+
+
+def review_job_ended(env: Env, job: dict[str, Any], reason: str) -> None:
+    """The review's job was cancelled or gave up: the review fails with that reason (the job queue calls this)."""
+    row = env.store.one(
+        "SELECT * FROM reviews WHERE job_id = ? AND status IN ('queued', 'running', 'pending')", (job["id"],)
+    )
+    if row is not None:
+        _fail(env, row, f"its job {job['id']} ended without a reply: {reason}")
 
 
 def _fail(env: Env, row: dict[str, Any], error: str, diagnostics: Sequence[Path] = ()) -> None:
