@@ -73,7 +73,7 @@ def test_a_task_is_reviewed_in_the_chatgpt_session_with_the_packet_uploaded(
     assert result.conversation_url and "/c/" in result.conversation_url
     assert [f.title for f in result.findings] == ["name the operands"]
     [prompt] = fakechat.prompts
-    assert sorted(prompt.file_names) == ["diff.patch", "envelope.md", "evidence.md", "requirements.md"]
+    assert sorted(prompt.file_names) == ["diff.patch", "envelope.md", "evidence.md", "requirements.md", "tests.md"]
     assert prompt.project == "planegate"
     assert b"def mul(a, b)" in prompt.files["diff.patch"]
     assert env.task_row(run, "calc")["status"] == "approved"

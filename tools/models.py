@@ -35,6 +35,16 @@ class Decision(_In):
     rationale: str = ""
 
 
+class DeclaredTests(_In):
+    tests: list[str] = Field(description="test ids as evidence names them (tests/test_x.py::test_y), files, or globs")
+    reason: str
+
+
+class DeclaredHarness(_In):
+    paths: list[str] = Field(description="path globs, e.g. conftest.py")
+    reason: str
+
+
 class TaskSpec(_In):
     id: str = Field(description="a-z0-9._- (becomes a branch name)")
     title: str
@@ -43,6 +53,11 @@ class TaskSpec(_In):
     scope: list[str] = Field(description="path globs the task may change")
     requirements: list[str] = Field(description="requirement ids it serves")
     acceptance: list[str] = Field(default_factory=list, description="acceptance notes")
+    removes_tests: DeclaredTests | None = Field(default=None, description="tests passing on the base it removes")
+    rewrites_tests: DeclaredTests | None = Field(
+        default=None, description="existing tests it changes that need not fail on the base"
+    )
+    changes_harness: DeclaredHarness | None = Field(default=None, description="test-harness files it changes")
 
 
 Executor = Literal["agent", "command", "codex"]
