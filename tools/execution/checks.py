@@ -108,10 +108,14 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
         if checks is None:
             diff = repo.diff(row["base_sha"], head) if head else None
             red_green = bool(diff and needs_red_green(policy, diff.paths))
-            integrity = policy.tests.integrity
+            integrity = policy.tests.integrity and policy.test_check in policy.checks
         else:
             red_green = "red_green" in checks
-            integrity = policy.tests.integrity and ("test_integrity" in checks or policy.test_check in checks)
+            integrity = (
+                policy.tests.integrity
+                and policy.test_check in policy.checks
+                and ("test_integrity" in checks or policy.test_check in checks)
+            )
     if head is None:
         raise WrongState(f"no head commit to check for run {run!r}; was its branch deleted?")
     if not names and not red_green and not integrity:

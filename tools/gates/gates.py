@@ -253,7 +253,8 @@ def tests_gate(facts: TaskFacts, policy: Policy) -> GateResult:
             "revert them in a new commit; if the task must change them, cancel_task and plan a task whose graph "
             "entry declares changes_harness with a reason (declarations are part of the plan a human approves)"
         )
-    if policy.tests.integrity:
+    integrity = policy.tests.integrity and policy.test_check in policy.checks
+    if integrity:
         row = _latest(facts.evidence, "test_integrity", facts.head_sha)
         if row is None:
             problems.append(f"test integrity is not checked on head {str(facts.head_sha)[:12]}")
@@ -267,11 +268,12 @@ def tests_gate(facts: TaskFacts, policy: Policy) -> GateResult:
             )
     if problems:
         return GateResult("tests", False, "; ".join(problems) + ".", "; ".join(steps))
-    parts = [
-        "every test passing on the base still passes on the head"
-        if policy.tests.integrity
-        else "test integrity not required by the policy"
-    ]
+    if integrity:
+        parts = ["every test passing on the base still passes on the head"]
+    elif policy.tests.integrity:
+        parts = [f"no test check to compare by (the policy defines no check named {policy.test_check!r})"]
+    else:
+        parts = ["test integrity not required by the policy"]
     if facts.harness:
         parts.append(f"declared harness changes: {', '.join(facts.harness[:5])}")
     removed = _declared_globs(facts, "removes_tests")
