@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -347,3 +348,45 @@ def test_harness_paths_are_whole_files_or_the_test_part_of_a_shared_file(tmp_pat
         }
     ) == ["package.json#scripts", "pyproject.toml#tool.pytest", "scripts/test.sh", "src/sub/conftest.py"]
     assert isinstance(Policy().tests.harness_paths, list)
+
+
+def test_the_tests_gate_judges_harness_declarations_and_the_integrity_evidence() -> None:
+    from planegate.tools.gates.gates import TaskFacts, tests_gate
+    from planegate.tools.gitrepo import FileChange
+
+    def facts(harness: list[str], evidence: list[dict[str, Any]], declarations: dict[str, Any]) -> TaskFacts:
+        return TaskFacts(
+            run="r",
+            task="t",
+            status="in_progress",
+            scope=["src/**"],
+            deps=[],
+            head_sha="h" * 40,
+            base_sha="b" * 40,
+            files=[FileChange("tests/conftest.py", 3, 0)],
+            secrets=[],
+            evidence=evidence,
+            executor_identity="agent",
+            reviews=[],
+            requirements_changed_at=0,
+            merge=None,
+            harness=harness,
+            declarations=declarations,
+        )
+
+    holds = {"id": 1, "kind": "test_integrity", "label": "direct", "exit_code": 0, "head_sha": "h" * 40, "summary": ""}
+    with_test = parse_policy("[checks]\ntest = ['pytest']\n")
+    gate = tests_gate(facts(["tests/conftest.py"], [holds], {}), with_test)
+    assert not gate.ok and "did not declare: tests/conftest.py" in gate.reason and "changes_harness" in gate.next_step
+    declared = {"changes_harness": {"paths": ["tests/conftest.py"], "reason": "fixtures"}}
+    assert tests_gate(facts(["tests/conftest.py"], [holds], declared), with_test).ok
+    missing = tests_gate(facts([], [], {}), with_test)
+    assert not missing.ok and "not checked on head" in missing.reason and "run_checks" in missing.next_step
+    stale = {**holds, "head_sha": "o" * 40}
+    assert not tests_gate(facts([], [stale], {}), with_test).ok
+    broken = {**holds, "exit_code": 1, "summary": "test_integrity: broken: 1 test(s) passing on the base are gone"}
+    assert "gone" in tests_gate(facts([], [broken], {}), with_test).reason
+    without_test = parse_policy("[checks]\nlint = ['ruff']\n")
+    assert "no test check to compare by" in tests_gate(facts([], [], {}), without_test).reason
+    off = parse_policy("[checks]\ntest = ['pytest']\n\n[tests]\nintegrity = false\n")
+    assert tests_gate(facts([], [], {}), off).reason == "test integrity not required by the policy"
