@@ -135,7 +135,7 @@ def test_a_weakened_assertion_is_not_proven_unless_declared_as_a_rewrite(tmp_pat
     assert evidence["test"]["exit_code"] == 0 and evidence["test_integrity"]["exit_code"] == 0
     refusal = unmet(env, run, "calc")
     assert set(refusal) == {"red_green"}
-    assert "changed existing tests also pass on the base: tests/test_calc.py::test_add" in refusal["red_green"]
+    assert "changed existing tests do not fail on the base: tests/test_calc.py::test_add" in refusal["red_green"]
     assert "rewrites_tests" in refusal["red_green"]
 
     rewrite = DeclaredTests(tests=["tests/test_calc.py::test_add"], reason="the sum is asserted in test_sum (R1)")
@@ -144,6 +144,19 @@ def test_a_weakened_assertion_is_not_proven_unless_declared_as_a_rewrite(tmp_pat
     assert evidence["red_green"]["exit_code"] == 0
     assert "declared rewrites passing on the base: tests/test_calc.py::test_add" in evidence["red_green"]["summary"]
     accept_task(env, run, "calc")
+
+
+def test_a_skip_marker_on_a_passing_test_breaks_integrity_and_is_not_proven(tmp_path: Path, env: Env) -> None:
+    skipped = {
+        "tests/test_calc.py": "import pytest\n\n"
+        + CALC_TESTS.replace("def test_add():", "@pytest.mark.skip\ndef test_add():")
+    }
+    run = planned_run(env, repo_with(tmp_path / "skip"), [calc_task(), TEXT])
+    evidence = checked(env, run, "calc", skipped)
+    assert evidence["test"]["exit_code"] == 0
+    refusal = unmet(env, run, "calc")
+    assert "no longer pass on the head: tests/test_calc.py::test_add (skipped)" in refusal["tests"]
+    assert "tests/test_calc.py::test_add do not pass on the head (failed, skipped or not run)" in refusal["red_green"]
 
 
 def test_a_conftest_that_turns_failures_into_passes_is_an_undeclared_harness_change(tmp_path: Path, env: Env) -> None:

@@ -146,7 +146,7 @@ def judge(plan: RedGreenPlan, base: SuiteRun, head: SuiteRun, rewrites: list[str
     if changed_passing:
         return Verdict(
             False,
-            f"not proven: changed existing tests also pass on the base: {_shown(changed_passing)}; a changed test "
+            f"not proven: changed existing tests do not fail on the base: {_shown(changed_passing)}; a changed test "
             "must fail without the change (a change that leaves it passing there weakened it or checks nothing new). "
             "If it is a refactor or fixes a wrong test, the task must declare it in rewrites_tests with a reason",
         )
