@@ -36,12 +36,12 @@ class Decision(_In):
 
 
 class DeclaredTests(_In):
-    tests: list[str] = Field(description="test ids as evidence names them (tests/test_x.py::test_y), files, or globs")
+    tests: list[str] = Field(description="test ids, files or globs")
     reason: str
 
 
 class DeclaredHarness(_In):
-    paths: list[str] = Field(description="path globs, e.g. conftest.py")
+    paths: list[str] = Field(description="path globs")
     reason: str
 
 
@@ -53,10 +53,8 @@ class TaskSpec(_In):
     scope: list[str] = Field(description="path globs the task may change")
     requirements: list[str] = Field(description="requirement ids it serves")
     acceptance: list[str] = Field(default_factory=list, description="acceptance notes")
-    removes_tests: DeclaredTests | None = Field(default=None, description="tests passing on the base it removes")
-    rewrites_tests: DeclaredTests | None = Field(
-        default=None, description="existing tests it changes that need not fail on the base"
-    )
+    removes_tests: DeclaredTests | None = Field(default=None, description="passing tests it removes")
+    rewrites_tests: DeclaredTests | None = Field(default=None, description="changed tests that may pass on the base")
     changes_harness: DeclaredHarness | None = Field(default=None, description="test-harness files it changes")
 
 
