@@ -341,6 +341,37 @@ def m007_job_attempts(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_test_reports(db: Database) -> None:
+    """Test-change declarations on tasks, and test reports cached by git tree id."""
+    db.executescript(
+        """
+        ALTER TABLE tasks ADD COLUMN declarations TEXT;
+
+        CREATE TABLE test_reports (
+            id INTEGER PRIMARY KEY,
+            repo TEXT NOT NULL,
+            tree TEXT NOT NULL,
+            command_sha256 TEXT NOT NULL,
+            commit_sha TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            task_id TEXT,
+            job_id INTEGER,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            tests INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            exit_code INTEGER NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX test_reports_by_tree ON test_reports (repo, tree, command_sha256, id);
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -53,8 +53,9 @@ def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tm
     assert drain(env) == ["succeeded"]
     result = checks_result(env, job)
     assert result.all_passed and result.head_sha == head
-    assert {line.check for line in result.results} == {"test", "red_green"}
+    assert {line.check for line in result.results} == {"test", "red_green", "test_integrity"}
     assert "proven" in next(line.summary for line in result.results if line.check == "red_green")
+    assert "holds" in next(line.summary for line in result.results if line.check == "test_integrity")
 
     status = get_status(env, run).status
     assert status is not None
@@ -66,6 +67,7 @@ def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tm
         "secrets": True,
         "checks": True,
         "red_green": True,
+        "tests": True,
         "review": True,
         "merge": True,
     }
@@ -257,7 +259,7 @@ def test_red_green_refuses_tests_that_also_pass_on_the_base(tmp_path: Path, env:
     finish_calc(env, run, {"src/calc.py": MUL, "tests/test_again.py": always})
     with pytest.raises(GatesUnmet) as refused:
         accept_task(env, run, "calc")
-    assert "also pass on base" in unmet(refused)["red_green"]
+    assert "also pass on the base" in unmet(refused)["red_green"]
 
 
 def test_a_merge_conflict_sets_changes_requested_and_loses_nothing(tmp_path: Path, env: Env) -> None:

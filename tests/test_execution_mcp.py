@@ -58,7 +58,7 @@ async def test_a_whole_task_loop_works_through_the_real_server(tmp_path: Path, f
             commit_all(worktree, "mul")
             checks = await call(client, "run_checks", run=run, task="calc")
             assert checks["state"] == "succeeded" and checks["all_passed"] is True
-            assert {r["check"] for r in checks["results"]} == {"test", "red_green"}
+            assert {r["check"] for r in checks["results"]} == {"test", "red_green", "test_integrity"}
             status = await call(client, "get_status", run=run)
             active = status["status"]["active"][0]
             assert active["lease_expires"] and not active["lease_expired"]

@@ -35,6 +35,16 @@ class Decision(_In):
     rationale: str = ""
 
 
+class DeclaredTests(_In):
+    tests: list[str] = Field(description="test ids, files or globs")
+    reason: str
+
+
+class DeclaredHarness(_In):
+    paths: list[str] = Field(description="path globs")
+    reason: str
+
+
 class TaskSpec(_In):
     id: str = Field(description="a-z0-9._- (becomes a branch name)")
     title: str
@@ -43,6 +53,9 @@ class TaskSpec(_In):
     scope: list[str] = Field(description="path globs the task may change")
     requirements: list[str] = Field(description="requirement ids it serves")
     acceptance: list[str] = Field(default_factory=list, description="acceptance notes")
+    removes_tests: DeclaredTests | None = Field(default=None, description="passing tests it removes")
+    rewrites_tests: DeclaredTests | None = Field(default=None, description="changed tests that may pass on the base")
+    changes_harness: DeclaredHarness | None = Field(default=None, description="test-harness files it changes")
 
 
 Executor = Literal["agent", "command", "codex"]

@@ -51,6 +51,36 @@ DEFAULT_RUNTIME_PATHS = [
     "**/*.swift",
     "**/*.php",
 ]
+# Files that decide how tests run and what counts as a pass. A task that changes one must declare
+# it (changes_harness). ``glob#key`` narrows a shared file to the part that is harness: a dotted
+# key in TOML/JSON, a section name (fnmatch) in an INI-style file.
+DEFAULT_HARNESS_PATHS = [
+    "**/conftest.py",
+    "**/pytest.ini",
+    "**/.pytest.ini",
+    "**/tox.ini",
+    "**/noxfile.py",
+    "**/setup.cfg#tool:pytest",
+    "**/setup.cfg#tox:*",
+    "**/pyproject.toml#tool.pytest",
+    "**/pyproject.toml#tool.tox",
+    "**/pyproject.toml#tool.hatch.envs",
+    "**/package.json#scripts",
+    "**/package.json#jest",
+    "**/jest.config.*",
+    "**/jest.setup.*",
+    "**/vitest.config.*",
+    "**/vitest.workspace.*",
+    "**/vite.config.*",
+    "**/.mocharc*",
+    "**/sitecustomize.py",
+    "**/usercustomize.py",
+]
+# Evidence kinds planegate records itself; a check may not take these names.
+RESERVED_CHECK_NAMES = ("red_green", "test_integrity")
+SELECT_PLACEHOLDERS = ("{ids}", "{files}", "{names}", "{pattern}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROTECTED_ENV = {"PATH", "HOME", "PYTHONPATH", "PYTHONHOME", "PYTEST_ADDOPTS", "NODE_OPTIONS"}
 
 
 class _Section(BaseModel):
@@ -128,6 +158,89 @@ class ApprovalSettings(_Section):
         return value
 
 
+class SuiteSettings(_Section):
+    """How planegate reads the test check: its JUnit report, how to run a few of its tests, the harness.
+
+    ``runner``: ``pytest`` (planegate adds ``--junitxml`` through ``PYTEST_ADDOPTS`` and selects
+    tests by node id), ``unittest`` (planegate runs ``python -m unittest`` through a small wrapper
+    that writes the report and selects by test id), ``junit`` (the check writes JUnit XML itself,
+    to ``report`` or to the path planegate puts in ``$PLANEGATE_TEST_REPORT``); ``auto`` picks
+    pytest or unittest from the test check's argv, else junit.
+    """
+
+    runner: Literal["auto", "pytest", "unittest", "junit"] = "auto"
+    report: str = ""
+    report_env: list[str] = Field(default_factory=list)
+    select: list[str] = Field(default_factory=list)
+    integrity: bool = True
+    harness_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_HARNESS_PATHS))
+
+    @field_validator("report")
+    @classmethod
+    def _report_path(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith(("/", "~")) or ".." in parts or "\x00" in value or any(c in value for c in "*?["):
+            raise ValueError(
+                f"report {value!r} must be a file path relative to the worktree, such as 'reports/junit.xml' "
+                "(no '..', no wildcards), or \"\" to let planegate choose one ($PLANEGATE_TEST_REPORT)"
+            )
+        return "/".join(p for p in parts if p not in ("", "."))
+
+    @field_validator("report_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name) or name in _PROTECTED_ENV or name.startswith("LD_"):
+                raise ValueError(
+                    f"report_env names {name!r}, which cannot carry the report path; give variable names such as "
+                    "'JEST_JUNIT_OUTPUT_FILE' (not PATH, HOME, PYTHONPATH, PYTEST_ADDOPTS, NODE_OPTIONS or LD_*)"
+                )
+        return value
+
+    @field_validator("select")
+    @classmethod
+    def _select(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        if not all(isinstance(a, str) and a for a in value):
+            raise ValueError("select must be a non-empty argv list of non-empty strings")
+        text = " ".join(value)
+        unknown = [p for p in re.findall(r"\{[^{}]*\}", text) if p not in SELECT_PLACEHOLDERS]
+        if unknown:
+            raise ValueError(f"select uses {unknown[0]}; the placeholders are {', '.join(SELECT_PLACEHOLDERS)}")
+        if not any(p in text for p in SELECT_PLACEHOLDERS):
+            raise ValueError(
+                f"select {value!r} names no tests; use one of {', '.join(SELECT_PLACEHOLDERS)}, e.g. "
+                '["go", "test", "./...", "-run", "^{pattern}$"]'
+            )
+        for list_placeholder in ("{ids}", "{files}", "{names}"):
+            if list_placeholder in text and list_placeholder not in value:
+                raise ValueError(
+                    f"select: {list_placeholder} expands to one argument per test, so it must be a whole element "
+                    f"of the list; embed {{pattern}} in a string instead"
+                )
+        return value
+
+    @field_validator("harness_paths")
+    @classmethod
+    def _harness(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            path, _, key = entry.partition("#")
+            if "#" in entry and not key.strip():
+                raise ValueError(
+                    f"harness path {entry!r} has an empty key after '#'; write e.g. 'pyproject.toml#tool.pytest'"
+                )
+            try:
+                glob = normalize_glob(path)
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from exc
+            out.append(f"{glob}#{key.strip()}" if key else glob)
+        return out
+
+
 class Policy(_Section):
     """Every gate and limit a run is held to; the defaults are the documented ones."""
 
@@ -151,11 +264,17 @@ class Policy(_Section):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    tests: SuiteSettings = Field(default_factory=SuiteSettings)
 
     @field_validator("checks")
     @classmethod
     def _argv_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for name, argv in value.items():
+            if name in RESERVED_CHECK_NAMES:
+                raise ValueError(
+                    f"check name {name!r} is reserved for planegate's own evidence; rename the check "
+                    f"(e.g. {name}_check)"
+                )
             if not argv or not all(isinstance(a, str) and a for a in argv):
                 raise ValueError(f'check {name!r} needs a non-empty argv list, e.g. {name} = ["pytest", "-q"]')
         return value
@@ -200,7 +319,7 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval"} else None
+    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval", "tests"} else None
     key = keys[1] if section else keys[0]
     in_section = section is None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -351,4 +470,27 @@ mode = {APPROVAL_MODE}
 # git's allowed-signers format, one key per line:
 #   you@example.com namespaces="git,planegate" ssh-ed25519 AAAA...
 allowed_signers = ".planegate/allowed_signers"
+
+[tests]
+# How planegate reads the test check (test_check): a JUnit XML report, compared by test id.
+# runner: auto | pytest | unittest | junit. pytest: planegate adds --junitxml through
+# PYTEST_ADDOPTS (your argv stays as it is); unittest: run through a wrapper that writes the
+# report; junit: the check writes JUnit XML itself (jest-junit, go-junit-report, cargo-nextest),
+# to `report` below or to the path planegate passes in $PLANEGATE_TEST_REPORT.
+runner = "auto"
+report = ""               # example: "target/nextest/ci/junit.xml" (relative to the worktree)
+report_env = []           # more variables set to the report path, e.g. ["JEST_JUNIT_OUTPUT_FILE"]
+# select: argv that runs only the given tests, for red->green on the base. Placeholders:
+# {ids} and {files} and {names} (one argument each), {pattern} (an alternation, inside a string).
+# Default: pytest and unittest select by test id; other runners fall back to a full base run.
+# select = ["npx", "jest", "{files}"]
+# select = ["go", "test", "./...", "-run", "^{pattern}$"]
+select = []
+# integrity: every test that passes on a task's base must still exist and pass on its head,
+# unless the task declares removes_tests (with a reason) in the graph.
+integrity = true
+# harness_paths: files that decide how tests run; a task changing one must declare it
+# (changes_harness with a reason). "glob#key" limits a file to one key or section.
+# harness_paths = ["**/conftest.py", "**/pytest.ini", "**/tox.ini", "**/pyproject.toml#tool.pytest",
+#                  "**/package.json#scripts", "**/jest.config.*", "**/vitest.config.*", ...]
 """

@@ -7,6 +7,12 @@ architecture), and every frozen requirement served by at least one task. Waves a
 topological layers: a task's wave is one more than its deepest dependency's.
 
 Re-registering replaces the graph only while no task has been dispatched.
+
+A task may declare, with a reason, that it removes tests passing on its base (``removes_tests``),
+rewrites existing tests so they need not fail without its change (``rewrites_tests``), or changes
+test-harness files (``changes_harness``). The declarations are part of the plan: they are stored
+with the task, shown to the reviewer and in the report, and are the only way past the ``tests``
+and ``red_green`` gates for those changes. They cannot be added after dispatch.
 """
 
 from __future__ import annotations
@@ -21,9 +27,59 @@ from planegate.store import canonical_json
 from .. import globs
 from ..env import Env
 from ..errors import InvalidInput, WrongState
-from ..models import GraphResult, TaskSpec, stage_at_least
+from ..models import DeclaredHarness, DeclaredTests, GraphResult, TaskSpec, stage_at_least
 from ..names import check_name
 from .runs import _check_open, current_architecture, current_requirements, find_cycle, set_stage
+
+MAX_DECLARED = 200
+DECLARATIONS = ("removes_tests", "rewrites_tests", "changes_harness")
+
+
+def _declared(task: str, key: str, value: DeclaredTests | DeclaredHarness | None) -> dict[str, Any] | None:
+    """A declaration checked and in canonical form, or None when absent."""
+    if value is None:
+        return None
+    reason = value.reason.strip()
+    if not reason:
+        raise InvalidInput(
+            f"task {task!r} declares {key} without a reason; say why, e.g. 'the legacy API is removed (R3)'"
+        )
+    entries = value.paths if isinstance(value, DeclaredHarness) else value.tests
+    field = "paths" if isinstance(value, DeclaredHarness) else "tests"
+    cleaned = [e.strip() for e in entries]
+    if not cleaned or any(not e or len(e) > 500 or "\n" in e for e in cleaned):
+        raise InvalidInput(
+            f"task {task!r} declares {key} with {field} {entries!r}; list one or more non-empty entries "
+            "(a test id such as 'tests/test_x.py::test_y', a test file, or a glob)"
+        )
+    if len(cleaned) > MAX_DECLARED:
+        raise InvalidInput(f"task {task!r} declares {len(cleaned)} {key} entries; at most {MAX_DECLARED}, use globs")
+    if field == "paths":
+        cleaned = [globs.normalize_glob(e) for e in cleaned]
+    return {field: sorted(set(cleaned)), "reason": reason[:2000]}
+
+
+def task_declarations(row: dict[str, Any]) -> dict[str, Any]:
+    """A task row's declarations: ``{"removes_tests": {"tests": [...], "reason": ...}, ...}``."""
+    raw = row.get("declarations")
+    return json.loads(raw) if raw else {}
+
+
+def declaration_lines(declarations: dict[str, Any]) -> list[str]:
+    """One human line per declaration, for the review packet, the report and the approval."""
+    labels = {
+        "removes_tests": "removes tests",
+        "rewrites_tests": "rewrites tests (may pass on the base)",
+        "changes_harness": "changes test harness",
+    }
+    lines = []
+    for key in DECLARATIONS:
+        item = declarations.get(key)
+        if item:
+            entries = item.get("tests") or item.get("paths") or []
+            shown = ", ".join(entries[:20]) + (f" (+{len(entries) - 20} more)" if len(entries) > 20 else "")
+            lines.append(f"{labels[key]}: {shown} — reason: {item['reason']}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -127,17 +183,20 @@ def validate_graph(
         goal = task.goal.strip()
         if not title or not goal:
             raise InvalidInput(f"task {task.id!r} needs a non-empty title and goal")
-        body.append(
-            {
-                "id": task.id,
-                "title": title,
-                "goal": goal,
-                "depends_on": deps[task.id],
-                "scope": scope,
-                "requirements": sorted(set(task.requirements)),
-                "acceptance": [a.strip() for a in task.acceptance if a.strip()],
-            }
-        )
+        item: dict[str, Any] = {
+            "id": task.id,
+            "title": title,
+            "goal": goal,
+            "depends_on": deps[task.id],
+            "scope": scope,
+            "requirements": sorted(set(task.requirements)),
+            "acceptance": [a.strip() for a in task.acceptance if a.strip()],
+        }
+        declared = {key: _declared(task.id, key, getattr(task, key)) for key in DECLARATIONS}
+        if any(declared.values()):
+            # Only present when declared, so graphs without declarations keep their content hash.
+            item["declarations"] = {key: value for key, value in declared.items() if value}
+        body.append(item)
     order = _topological(deps, seq)
     if order is None:
         cycle = find_cycle(deps) or []
@@ -208,7 +267,7 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
         statuses = {t["id"]: ("ready" if not t["depends_on"] else "blocked") for t in graph.tasks}
         w.conn.executemany(
             "INSERT INTO tasks (run_id, id, seq, title, goal, status, wave, depends_on, scope, requirements,"
-            " acceptance, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " acceptance, declarations, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run,
@@ -222,6 +281,7 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
                     json.dumps(t["scope"]),
                     json.dumps(t["requirements"]),
                     json.dumps(t["acceptance"]),
+                    canonical_json(t["declarations"]) if "declarations" in t else None,
                     w.at,
                 )
                 for seq, t in enumerate(graph.tasks)

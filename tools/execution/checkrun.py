@@ -1,16 +1,17 @@
 """Running one check in a worktree and recording its outcome as evidence.
 
-Shared by the checks job (``checks``) and the red→green proof (``redgreen``): a check is the
-policy's argv run without a shell, in its own process group, with a scrubbed environment plus
-``PYTHONDONTWRITEBYTECODE=1`` (so a Python check leaves no ``__pycache__`` behind), under the
-policy's ``check_timeout_s``. Its logs become artifacts of the evidence row it produces. Scratch
-worktrees (the integration head, a task's base) live under ``PLANEGATE_HOME/scratch`` and are
-removed after use.
+Shared by the checks job (``checks``), the red→green proof (``redgreen``) and the test reports
+(``testreports``): a check is the policy's argv run without a shell, in its own process group,
+with a scrubbed environment plus ``PYTHONDONTWRITEBYTECODE=1`` (so a Python check leaves no
+``__pycache__`` behind), under the policy's ``check_timeout_s``. Its logs become artifacts of
+the evidence row it produces. Scratch worktrees (the integration head, a task's base) live under
+``PLANEGATE_HOME/scratch`` and are removed after use.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ..control.artifacts import store_artifact
@@ -72,7 +73,7 @@ def record_check(
                 "created_at": w.at,
             },
         )
-        logs = [result.stdout_path, result.stderr_path, *(extra_logs or [])]
+        logs = list(dict.fromkeys([result.stdout_path, result.stderr_path, *(extra_logs or [])]))
         artifacts = [
             store_artifact(w, env, run=run, task=task, owner=f"evidence:{evidence_id}", source=p) for p in logs
         ]
@@ -94,7 +95,14 @@ def record_check(
     return evidence_id
 
 
-def run_check(ctx: JobContext, policy: Policy, name: str, cwd: Path, logs: Path) -> ProcessResult:
+def run_check(
+    ctx: JobContext,
+    policy: Policy,
+    name: str,
+    cwd: Path,
+    logs: Path,
+    on_tick: Callable[[float], None] | None = None,
+) -> ProcessResult:
     return run_process(
         policy.checks[name],
         cwd=cwd,
@@ -102,7 +110,7 @@ def run_check(ctx: JobContext, policy: Policy, name: str, cwd: Path, logs: Path)
         env=check_env(policy, ctx.run, ctx.task),
         stdout_path=logs / f"{name}.stdout.log",
         stderr_path=logs / f"{name}.stderr.log",
-        on_tick=lambda elapsed: ctx.heartbeat(f"check {name}: running for {elapsed:.0f} s"),
+        on_tick=on_tick or (lambda elapsed: ctx.heartbeat(f"check {name}: running for {elapsed:.0f} s")),
     )
 
 

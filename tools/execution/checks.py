@@ -10,43 +10,70 @@ with a scrubbed environment plus ``PYTHONDONTWRITEBYTECODE=1`` (so a Python chec
 
 If the worktree changes while a check runs (a new commit, an uncommitted edit), the result no
 longer describes one commit: it is recorded as ``proxy`` evidence, which no gate counts.
+
+For a task, the test check's run also yields its JUnit report (``testreports``), and with it two
+more pieces of evidence: ``red_green`` (``redgreen``: the new and changed tests, run alone on the
+base with the changed test files overlaid, fail there and pass on the head) and
+``test_integrity`` (``integrity``: the tests passing on the base still pass on the head). Their
+base runs happen in scratch worktrees *while* the head's checks run, so red→green costs a
+selected run of a few tests, and the full base run integrity needs is made only when no report
+for the base's tree is cached; the head's report is cached under the head's tree for the next
+task.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from planegate.store import placeholders
 
+from ..control.graph import task_declarations
 from ..control.tasks import renew_lease, settle_status
 from ..env import Env
 from ..errors import InvalidInput, NotFound, WrongState
-from ..gitrepo import GitRepo
+from ..gitrepo import DiffFacts, GitRepo
 from ..globs import matches_any
 from ..models import ACTIVE_STATUSES, CheckLine, ChecksResult
 from ..policy import Policy
 from .checkrun import record_check, remove_scratch, run_check, scratch_worktree, summarize, unchanged
-from .jobs import JobContext, enqueue, job_row, paused_note
-from .procs import ProcessResult
-from .redgreen import prove_red_green
+from .integrity import base_note, compare, record_integrity
+from .jobs import JobContext, JobLost, enqueue, job_row, paused_note
+from .redgreen import RedGreenPlan, Verdict, judge, overlay, plan_red_green, record_red_green, runtime_paths
+from .testreports import (
+    CachedReport,
+    SuiteCheck,
+    SuiteRun,
+    cached_report,
+    run_test_check,
+    store_report,
+    suite_check,
+    tree_lock,
+    tree_of,
+    wait_for,
+)
+
+OWN_EVIDENCE = ("red_green", "test_integrity")
 
 
 def _select_checks(policy: Policy, checks: list[str] | None) -> list[str]:
     if checks is None:
         return list(policy.checks)
-    unknown = [c for c in checks if c not in policy.checks and c != "red_green"]
+    unknown = [c for c in checks if c not in policy.checks and c not in OWN_EVIDENCE]
     if unknown:
-        known = ", ".join([*policy.checks, "red_green"]) or "none (add [checks] to .planegate/policy.toml)"
+        known = ", ".join([*policy.checks, *OWN_EVIDENCE]) or "none (add [checks] to .planegate/policy.toml)"
         raise NotFound(f"check {unknown[0]!r} is not in the run's policy; known checks: {known}")
-    return [c for c in checks if c != "red_green"]
+    return [c for c in checks if c not in OWN_EVIDENCE]
 
 
 def needs_red_green(policy: Policy, paths: list[str]) -> list[str]:
-    """The runtime (non-test) paths a change touches, when the policy asks for red→green."""
+    """The runtime and test paths a change touches, when the policy asks for red→green (the
+    checks job decides from the tests themselves whether proof is needed)."""
     if not policy.require_red_green:
         return []
-    return [p for p in paths if matches_any(p, policy.runtime_paths) and not matches_any(p, policy.test_paths)]
+    return [*runtime_paths(policy, paths), *[p for p in paths if matches_any(p, policy.test_paths)]]
 
 
 def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None = None) -> int:
@@ -61,6 +88,7 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
     policy = env.policy(run_row)
     names = _select_checks(policy, checks)
     repo = env.repo(run_row["repo"])
+    integrity = False
     if task is None:
         head = repo.branch_sha(run_row["integration_branch"])
         red_green = False
@@ -80,11 +108,17 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
         if checks is None:
             diff = repo.diff(row["base_sha"], head) if head else None
             red_green = bool(diff and needs_red_green(policy, diff.paths))
+            integrity = policy.tests.integrity and policy.test_check in policy.checks
         else:
             red_green = "red_green" in checks
+            integrity = (
+                policy.tests.integrity
+                and policy.test_check in policy.checks
+                and ("test_integrity" in checks or policy.test_check in checks)
+            )
     if head is None:
         raise WrongState(f"no head commit to check for run {run!r}; was its branch deleted?")
-    if not names and not red_green:
+    if not names and not red_green and not integrity:
         raise InvalidInput(
             f"run {run!r} has no checks to run: its policy defines none; add [checks] to .planegate/policy.toml"
         )
@@ -94,7 +128,7 @@ def start_checks(env: Env, run: str, task: str | None, checks: list[str] | None 
             run=run,
             task=task,
             kind="checks",
-            payload={"checks": names, "head_sha": head, "red_green": red_green},
+            payload={"checks": names, "head_sha": head, "red_green": red_green, "integrity": integrity},
             max_attempts=3,
         )
         if task is not None:
@@ -159,15 +193,98 @@ def checks_result(env: Env, job_id: int) -> ChecksResult:
     )
 
 
+class _SideRuns:
+    """Test runs on scratch worktrees, in threads, while the head's checks run in the job's thread.
+
+    Each side run makes and removes its own scratch worktree (with its own repository handle: no
+    git object is shared across threads), so that work is off the head's path too. Each heartbeats
+    the job's lease; when the job ends early (an error, a lost lease) the side runs are told to
+    stop at their next tick, which ends their process groups and removes their scratch worktrees."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.threads: dict[str, threading.Thread] = {}
+        self.results: dict[str, Any] = {}
+        self.errors: dict[str, BaseException] = {}
+
+    def tick(self, _elapsed: float = 0.0) -> None:
+        if self.stop.is_set():
+            raise JobLost(f"job {self.ctx.job['id']} ended; its side runs stop")
+        self.ctx.heartbeat()
+
+    def start(self, key: str, work: Callable[[], Any]) -> None:
+        def target() -> None:
+            try:
+                self.results[key] = work()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the job's thread by join()
+                self.errors[key] = exc
+
+        thread = threading.Thread(target=target, name=f"checks-{self.ctx.job['id']}-{key}", daemon=True)
+        self.threads[key] = thread
+        thread.start()
+
+    def join(self) -> None:
+        for key, thread in self.threads.items():
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+                self.ctx.heartbeat(f"waiting for the {key} run on the base")
+        for error in self.errors.values():
+            raise error
+
+    def abort(self) -> None:
+        self.stop.set()
+        for thread in self.threads.values():
+            thread.join(timeout=30)
+
+
+def _base_report(
+    ctx: JobContext, policy: Policy, check: SuiteCheck, root: Path, base: str, tree: str, side: _SideRuns
+) -> SuiteRun | CachedReport:
+    """The base's report: cached for its tree, or a full run now in a scratch worktree (one run
+    per tree at a time in this process). Runs in a side thread, with its own repository handle."""
+    repo = GitRepo(root)
+    lock = tree_lock(repo, tree, check.command_sha256)
+    wait_for(lock, side.tick)
+    try:
+        cached = cached_report(ctx.env, repo, tree, check.command_sha256)
+        if cached is not None:
+            return cached
+        scratch = scratch_worktree(ctx, repo, base, "base-full")
+        try:
+            logs = ctx.artifacts_dir("checks") / "base-full"
+            run = run_test_check(ctx, policy, check, scratch, logs, "base run", on_tick=side.tick)
+        finally:
+            remove_scratch(repo, scratch)
+        store_report(ctx, repo, tree, check.command_sha256, base, run)
+        return run
+    finally:
+        lock.release()
+
+
+def _red_run(
+    ctx: JobContext, policy: Policy, check: SuiteCheck, plan: RedGreenPlan, root: Path, diff: DiffFacts, side: _SideRuns
+) -> SuiteRun:
+    """The task's new and changed tests alone, on the base with the changed test files overlaid."""
+    repo = GitRepo(root)
+    scratch = scratch_worktree(ctx, repo, diff.base, "base")
+    try:
+        overlay(repo, diff.head, scratch, plan.overlay)
+        logs = ctx.artifacts_dir("red-green") / "base"
+        return run_test_check(ctx, policy, check, scratch, logs, "red run", select=plan.changes, on_tick=side.tick)
+    finally:
+        remove_scratch(repo, scratch)
+
+
 def run_checks_job(ctx: JobContext) -> dict[str, Any]:
-    """The ``checks`` job: run each check, record direct evidence, then red→green if asked."""
+    """The ``checks`` job: run each check, record direct evidence, then red→green and test
+    integrity when asked (their base runs overlap the head's checks)."""
     env = ctx.env
     run_row = env.run_row(ctx.run)
     policy = env.policy(run_row)
     repo = env.repo(run_row["repo"])
     head = ctx.payload["head_sha"]
     logs = ctx.artifacts_dir("checks")
-    evidence: list[int] = []
     if ctx.task is None:
         return {"evidence": _integration_checks(ctx, policy, repo, head, logs)}
     row = env.task_row(ctx.run, ctx.task)
@@ -178,49 +295,156 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
             "call run_checks again"
         )
     diff = repo.diff(row["base_sha"], head)
-    results: dict[str, ProcessResult] = {}
-    for name in ctx.payload["checks"]:
-        ctx.heartbeat(f"check {name}: starting")
-        result = run_check(ctx, policy, name, Path(row["worktree"]), logs)
-        results[name] = result
-        stable = unchanged(worktree, head)
-        summary = (
-            None
-            if stable
-            else (
-                summarize(name, result) + "\nthe worktree changed while this check ran (a commit or an uncommitted "
-                "edit), so the result describes no single commit; run_checks again on a clean commit"
+    check = suite_check(policy)
+    wants_red_green = bool(ctx.payload.get("red_green"))
+    wants_integrity = bool(ctx.payload.get("integrity"))
+    plan = plan_red_green(policy, repo, diff) if wants_red_green else None
+    declarations = task_declarations(row)
+    side = _SideRuns(ctx)
+    evidence: list[int] = []
+    cached: CachedReport | None = None
+    base_tree, head_tree = tree_of(repo, diff.base, head)
+    try:
+        if check is not None and wants_integrity:
+            cached = cached_report(env, repo, base_tree, check.command_sha256)
+            if cached is None:
+                side.start("full", lambda: _base_report(ctx, policy, check, repo.root, diff.base, base_tree, side))
+        if check is not None and plan is not None and plan.needed and plan.selects_anything:
+            side.start("red", lambda: _red_run(ctx, policy, check, plan, repo.root, diff, side))
+        head_run, head_stable = None, False
+        for name in ctx.payload["checks"]:
+            ctx.heartbeat(f"check {name}: starting")
+            extra: list[Path] = []
+            if check is not None and name == check.name:
+                head_run = run_test_check(ctx, policy, check, Path(row["worktree"]), logs, f"check {name}")
+                result = head_run.result
+                extra = [head_run.report_path] if head_run.report_path else []
+            else:
+                result = run_check(ctx, policy, name, Path(row["worktree"]), logs)
+            stable = unchanged(worktree, head)
+            if check is not None and name == check.name:
+                head_stable = stable
+            summary = (
+                None
+                if stable
+                else (
+                    summarize(name, result) + "\nthe worktree changed while this check ran (a commit or an "
+                    "uncommitted edit), so the result describes no single commit; run_checks again on a clean commit"
+                )
             )
-        )
+            evidence.append(
+                record_check(
+                    ctx,
+                    kind=name,
+                    label="direct" if stable else "proxy",
+                    result=result,
+                    head=head,
+                    diff_sha=diff.sha256,
+                    summary=summary,
+                    extra_logs=extra,
+                )
+            )
+        if check is not None and head_run is None and (wants_red_green or wants_integrity):
+            ctx.heartbeat(f"check {check.name}: running on the head for red→green and test integrity")
+            head_run = run_test_check(ctx, policy, check, Path(row["worktree"]), logs / "head", "head run")
+            head_stable = unchanged(worktree, head)
+        side.join()
+    except BaseException:
+        side.abort()
+        raise
+    if check is not None and head_run is not None and head_stable:
+        store_report(ctx, repo, head_tree, check.command_sha256, head, head_run)
+    label = "direct" if head_stable else "proxy"
+    if wants_red_green:
         evidence.append(
-            record_check(
-                ctx,
-                kind=name,
-                label="direct" if stable else "proxy",
-                result=result,
-                head=head,
-                diff_sha=diff.sha256,
-                summary=summary,
-            )
+            _red_green_evidence(ctx, policy, check, plan, side.results.get("red"), head_run, diff, declarations, label)
         )
-    if ctx.payload.get("red_green"):
-        evidence.append(prove_red_green(ctx, policy, repo, row, diff, results.get(policy.test_check)))
+    if wants_integrity:
+        base = cached or side.results.get("full")
+        evidence.append(_integrity_evidence(ctx, policy, check, base, head_run, diff, base_tree, declarations, label))
     return {"evidence": evidence}
+
+
+def _red_green_evidence(
+    ctx: JobContext,
+    policy: Policy,
+    check: SuiteCheck | None,
+    plan: RedGreenPlan | None,
+    base: SuiteRun | None,
+    head: SuiteRun | None,
+    diff: DiffFacts,
+    declarations: dict[str, Any],
+    label: str,
+) -> int:
+    if check is None:
+        verdict = Verdict(False, f"the policy has no check named {policy.test_check!r} (test_check); define it")
+    elif plan is None or not plan.needed:
+        verdict = Verdict(True, plan.why if plan else "not needed")
+    elif not plan.selects_anything or base is None:
+        verdict = Verdict(
+            False,
+            f"not proven: {plan.why} but the change adds or changes no test (test_paths); add a test that fails "
+            "without the change",
+        )
+    elif head is None:
+        verdict = Verdict(False, "not proven: the test check did not run on the head")
+    else:
+        rewrites = (declarations.get("rewrites_tests") or {}).get("tests", [])
+        verdict = judge(plan, base, head, rewrites)
+    judged = plan is not None and plan.needed
+    return record_red_green(
+        ctx,
+        diff,
+        verdict,
+        base=base if judged else None,
+        head=head if judged else None,
+        label=label if verdict.ok else "direct",
+    )
+
+
+def _integrity_evidence(
+    ctx: JobContext,
+    policy: Policy,
+    check: SuiteCheck | None,
+    base: SuiteRun | CachedReport | None,
+    head: SuiteRun | None,
+    diff: DiffFacts,
+    tree: str,
+    declarations: dict[str, Any],
+    label: str,
+) -> int:
+    removes = (declarations.get("removes_tests") or {}).get("tests", [])
+    if check is None:
+        ok, text = False, f"the policy has no check named {policy.test_check!r} (test_check) to compare by"
+    elif base is None or (isinstance(base, SuiteRun) and base.report is None):
+        problem = base.problem if isinstance(base, SuiteRun) else "it did not run"
+        ok, text = False, f"not established: the base run gave no readable report: {problem}"
+    elif head is None or head.report is None:
+        ok, text = False, f"not established: the head run gave no readable report: {head.problem if head else ''}"
+    else:
+        base_report = base.report
+        assert base_report is not None
+        found = compare(base_report, head.report, removes, base_note(base, diff.base, tree))
+        ok, text = found.ok, found.text
+    return record_integrity(ctx, diff, ok, text, base=base, head=head, label=label if ok else "direct")
 
 
 def _integration_checks(ctx: JobContext, policy: Policy, repo: GitRepo, head: str, logs: Path) -> list[int]:
     scratch = scratch_worktree(ctx, repo, head, "integration")
+    check = suite_check(policy)
+    evidence = []
     try:
-        return [
-            record_check(
-                ctx,
-                kind=name,
-                label="direct",
-                result=run_check(ctx, policy, name, scratch, logs),
-                head=head,
-                diff_sha=None,
+        for name in ctx.payload["checks"]:
+            if check is not None and name == check.name:
+                test_run = run_test_check(ctx, policy, check, scratch, logs, f"check {name}")
+                store_report(ctx, repo, tree_of(repo, head)[0], check.command_sha256, head, test_run)
+                result = test_run.result
+                extra = [test_run.report_path] if test_run.report_path else []
+            else:
+                result, extra = run_check(ctx, policy, name, scratch, logs), []
+            evidence.append(
+                record_check(ctx, kind=name, label="direct", result=result, head=head, diff_sha=None, extra_logs=extra)
             )
-            for name in ctx.payload["checks"]
-        ]
+        return evidence
     finally:
         remove_scratch(repo, scratch)

@@ -1,21 +1,44 @@
 """Gathering what the gates judge: ledger rows and git facts about one task at its head.
 
 Git facts that depend only on commits (the diff, its secrets, its symlinks, whether it merges onto
-a given integration head) are cached by commit ids, so repeated ``get_status`` calls cost no git
-process until something moves. The head is read from the branch ref file, not by running git.
+a given integration head, which test-harness files it changes) are cached by commit ids, so repeated
+``get_status`` calls cost no git process until something moves. The head is read from the branch
+ref file, not by running git.
+
+Harness paths (``[tests] harness_paths``) are whole files (``**/conftest.py``) or a part of a
+shared file (``**/pyproject.toml#tool.pytest``: a dotted key of a TOML or JSON file, a section
+name pattern of an INI-style file). A keyed file counts as changed only when that part differs
+between base and head; a side that cannot be parsed counts as different. Files the test check's
+argv names (``scripts/test.sh``) are harness too.
 """
 
 from __future__ import annotations
 
+import configparser
+import fnmatch
 import json
+import re
 import threading
+import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..control.graph import task_declarations
 from ..env import Env
-from ..gitrepo import DiffFacts, GitRepo, MergeResult, RawChange, raw_changes, read_blob, symlink_targets
+from ..errors import InvalidInput
+from ..gitrepo import (
+    DiffFacts,
+    FileChange,
+    GitRepo,
+    MergeResult,
+    RawChange,
+    raw_changes,
+    read_blob,
+    symlink_targets,
+)
+from ..globs import glob_matches, matches_any, normalize_glob
 from ..policy import Policy
 from . import identity
 from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, task_gates
@@ -26,6 +49,8 @@ _CACHE_SIZE = 256
 _lock = threading.Lock()
 _diffs: OrderedDict[tuple[str, str, str], DiffScan] = OrderedDict()
 _merges: OrderedDict[tuple[str, str, str], MergeResult] = OrderedDict()
+_harness: OrderedDict[tuple[str, str, str, tuple[str, ...]], list[str]] = OrderedDict()
+_SCRIPT = re.compile(r"\.(sh|bash|py|js|mjs|cjs|ts|rb|pl)$")
 
 
 def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -96,6 +121,64 @@ def merge_check(repo: GitRepo, target: str, head: str) -> MergeResult:
     result = repo.merge_check(target, head)
     _remember(_merges, key, result)
     return result
+
+
+def harness_patterns(policy: Policy) -> list[str]:
+    """The policy's harness paths plus the repository files the test check's argv names."""
+    patterns = list(policy.tests.harness_paths)
+    for arg in policy.checks.get(policy.test_check, []):
+        if arg.startswith("-") or PurePosixPath(arg).is_absolute() or not _SCRIPT.search(arg) or "::" in arg:
+            continue
+        try:
+            patterns.append(normalize_glob(arg))
+        except InvalidInput:
+            continue
+    return patterns
+
+
+def _part(path: str, data: bytes | None, key: str) -> Any:
+    """The value at ``key`` in one version of a file (None when absent); unparsable data stands
+    for itself, so any change to it counts."""
+    if data is None:
+        return None
+    text = data.decode("utf-8", "replace")
+    try:
+        if path.endswith(".toml") or path.endswith(".json"):
+            value: Any = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+            for part in key.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    return None
+                value = value[part]
+            return value
+        parser = configparser.RawConfigParser(strict=False, interpolation=None)
+        parser.read_string(text)
+        return {s: dict(parser.items(s)) for s in parser.sections() if fnmatch.fnmatchcase(s, key)} or None
+    except (ValueError, configparser.Error):
+        return ("unparsable", text)
+
+
+def harness_changes(repo: GitRepo, base: str, head: str, files: list[FileChange], patterns: list[str]) -> list[str]:
+    """The harness paths (``path`` or ``path#key``) a change touches."""
+    key = (str(repo.root), base, head, tuple(patterns))
+    with _lock:
+        hit = _harness.get(key)
+    if hit is not None:
+        return hit
+    whole = [p for p in patterns if "#" not in p]
+    keyed = [tuple(p.split("#", 1)) for p in patterns if "#" in p]
+    found: list[str] = []
+    for change in files:
+        if matches_any(change.path, whole):
+            found.append(change.path)
+            continue
+        keys = [k for glob, k in keyed if glob_matches(glob, change.path)]
+        if keys:
+            before, after = repo.show(base, change.path), repo.show(head, change.path)
+            found += [
+                f"{change.path}#{k}" for k in keys if _part(change.path, before, k) != _part(change.path, after, k)
+            ]
+    _remember(_harness, key, found)
+    return found
 
 
 def executor_identity(
@@ -177,6 +260,9 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
     dirty = None
     if live and row["worktree"] and Path(row["worktree"]).is_dir():
         dirty = GitRepo(row["worktree"]).dirty_paths()
+    harness = (
+        harness_changes(repo, row["base_sha"], head, diff.files, harness_patterns(policy)) if diff and head else []
+    )
     return TaskFacts(
         run=run,
         task=task,
@@ -200,6 +286,8 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         executor=executor,
         links_outside=scan.links_outside if scan else [],
         secrets_truncated=scan.truncated if scan else [],
+        harness=harness,
+        declarations=task_declarations(row),
     )
 
 

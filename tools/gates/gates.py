@@ -5,7 +5,7 @@ ledger or git: ``facts.py`` gathers what a gate needs, so every gate is testable
 the same evaluation serves ``get_status`` (shown) and ``accept_*`` (enforced).
 
 Task gates, all on the task's current head commit: dependencies, scope, budget, secrets, checks,
-red_green, review, merge. Run gates: tasks, coverage, checks, release_review, human_approval.
+red_green, tests, review, merge. Run gates: tasks, coverage, checks, release_review, human_approval.
 Only ``direct`` evidence made on the head commit counts; reported evidence never does.
 """
 
@@ -77,6 +77,8 @@ class TaskFacts:
     executor: Identity | None = None
     links_outside: list[LinkEscape] = field(default_factory=list)
     secrets_truncated: list[tuple[str, int]] = field(default_factory=list)  # (binary path, full size)
+    harness: list[str] = field(default_factory=list)
+    declarations: dict[str, Any] = field(default_factory=dict)
 
 
 def _call(facts: TaskFacts, tool: str) -> str:
@@ -218,31 +220,88 @@ def checks_gate(facts: TaskFacts, policy: Policy) -> GateResult:
 
 
 def red_green_gate(facts: TaskFacts, policy: Policy) -> GateResult:
+    if not policy.require_red_green:
+        return GateResult("red_green", True, "not required by the policy")
     runtime = [
         f.path
         for f in facts.files
         if matches_any(f.path, policy.runtime_paths) and not matches_any(f.path, policy.test_paths)
     ]
-    if not policy.require_red_green:
-        return GateResult("red_green", True, "not required by the policy")
-    if not runtime:
-        return GateResult("red_green", True, "not needed: no runtime path changed")
+    tests = [f.path for f in facts.files if matches_any(f.path, policy.test_paths)]
+    if not runtime and not tests:
+        return GateResult("red_green", True, "not needed: no runtime path or test changed")
     row = _latest(facts.evidence, "red_green", facts.head_sha)
     if row is None:
+        changed = (
+            f"runtime paths changed ({', '.join(runtime[:5])})"
+            if runtime
+            else f"tests changed ({', '.join(tests[:5])})"
+        )
         return GateResult(
             "red_green",
             False,
-            f"runtime paths changed ({', '.join(runtime[:5])}) and red→green is not proven on the head.",
-            _call(facts, "run_checks") + " (it runs red→green when runtime paths change)",
+            f"{changed} and red→green is not checked on the head.",
+            _call(facts, "run_checks") + " (it runs red→green when runtime paths or tests change)",
         )
+    verdict = row["summary"].removeprefix("red_green: ").split("\n", 1)[0]
     if row["exit_code"] != 0:
         return GateResult(
             "red_green",
             False,
-            row["summary"].removeprefix("red_green: ") + ".",
+            verdict + ".",
             "add or fix a test that fails without the change, commit, then " + _call(facts, "run_checks"),
         )
-    return GateResult("red_green", True, "proven on the head")
+    return GateResult("red_green", True, verdict[:300])
+
+
+def _declared_globs(facts: TaskFacts, key: str) -> list[str]:
+    item = facts.declarations.get(key) or {}
+    return list(item.get("paths") or item.get("tests") or [])
+
+
+def tests_gate(facts: TaskFacts, policy: Policy) -> GateResult:
+    """Test integrity (tests passing on the base still pass on the head, from the evidence the
+    checks job recorded) and declared harness changes."""
+    problems: list[str] = []
+    steps: list[str] = []
+    declared_harness = _declared_globs(facts, "changes_harness")
+    undeclared = [h for h in facts.harness if not matches_any(h.split("#", 1)[0], declared_harness)]
+    if undeclared:
+        problems.append(
+            f"changes test-harness paths the task did not declare: {', '.join(undeclared[:10])} "
+            "(they decide how tests run and what counts as a pass)"
+        )
+        steps.append(
+            "revert them in a new commit; if the task must change them, cancel_task and plan a task whose graph "
+            "entry declares changes_harness with a reason (declarations are part of the plan a human approves)"
+        )
+    integrity = policy.tests.integrity and policy.test_check in policy.checks
+    if integrity:
+        row = _latest(facts.evidence, "test_integrity", facts.head_sha)
+        if row is None:
+            problems.append(f"test integrity is not checked on head {str(facts.head_sha)[:12]}")
+            steps.append(_call(facts, "run_checks"))
+        elif row["exit_code"] != 0:
+            problems.append(row["summary"].removeprefix("test_integrity: ").split("\n", 1)[0])
+            steps.append(
+                "restore the tests in a new commit, then "
+                + _call(facts, "run_checks")
+                + "; a removal the task needs must be planned: removes_tests with a reason in its graph entry"
+            )
+    if problems:
+        return GateResult("tests", False, "; ".join(problems) + ".", "; ".join(steps))
+    if integrity:
+        parts = ["every test passing on the base still passes on the head"]
+    elif policy.tests.integrity:
+        parts = [f"no test check to compare by (the policy defines no check named {policy.test_check!r})"]
+    else:
+        parts = ["test integrity not required by the policy"]
+    if facts.harness:
+        parts.append(f"declared harness changes: {', '.join(facts.harness[:5])}")
+    removed = _declared_globs(facts, "removes_tests")
+    if removed:
+        parts.append(f"declared removals: {', '.join(removed[:5])}")
+    return GateResult("tests", True, "; ".join(parts))
 
 
 def identity_gate(review: ReviewFacts, facts: TaskFacts) -> GateResult | None:
@@ -336,6 +395,7 @@ def task_gates(facts: TaskFacts, policy: Policy) -> list[GateResult]:
         secrets_gate(facts),
         checks_gate(facts, policy),
         red_green_gate(facts, policy),
+        tests_gate(facts, policy),
         review_gate(facts, policy),
         merge_gate(facts),
     ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..control.graph import declaration_lines, task_declarations
 from ..env import Env
 from ..errors import PlanegateError
 from ..gates.gates import SERIOUS, GateResult
@@ -244,6 +245,7 @@ def _tasks(facts: _Facts) -> list[Block]:
         notes = json.loads(t["acceptance"])
         if notes:
             items.append(["Acceptance notes: ", " · ".join(plain(n, 300) for n in notes)])
+        items += [[Strong("Declared"), ": ", plain(line, 600)] for line in declaration_lines(task_declarations(t))]
         if t["status"] == "cancelled":
             items.append([Strong("Cancelled"), ": ", plain(t["cancel_reason"] or "no reason recorded", 600)])
         blocks += [Heading(3, f"{t['id']} — {plain(t['title'], 80)}"), Bullets(items)]

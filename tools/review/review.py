@@ -8,6 +8,13 @@ to ``in_review`` and queues a ``review`` job (or, for a manual reviewer, waits f
 ``planegate review submit``). A release review (``release=True``) does the same for
 ``base..integration`` once every task is accepted or cancelled.
 
+Test and harness changes get their own part of the packet (``tests.md``): the test files the
+change adds, changes and deletes, the harness files it touches, what the task declared
+(``removes_tests``, ``rewrites_tests``, ``changes_harness`` with their reasons), and the server's
+red→green and test-integrity verdicts; the prompt asks the reviewer about them explicitly,
+because a weakened test or a harness that turns failures into passes makes every other piece of
+evidence worthless.
+
 The job asks the reviewer, parses the reply (``review_parse``), sends one repair prompt when the
 reply is unusable, and otherwise records the review ``incomplete``. A completed review moves the
 task to ``approved`` or ``changes_requested`` — only if the task is still on the reviewed head.
@@ -38,18 +45,20 @@ from typing import TYPE_CHECKING, Any
 from planegate.store import Writer, now_iso
 
 from ..control.artifacts import store_artifact
+from ..control.graph import declaration_lines, task_declarations
 from ..control.runs import current_requirements, move_task, set_stage
 from ..control.tasks import settle_status
 from ..env import Env
 from ..errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
 from ..execution.envelope import render_envelope
 from ..execution.jobs import JobContext, JobLost, enqueue
-from ..gates.facts import evaluate_task, executor_identity
+from ..gates.facts import evaluate_task, executor_identity, harness_changes, harness_patterns
 from ..gates.identity import compare
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, FindingLine, ReviewRequestResult, ReviewResult
 from .review_parse import BEGIN, END, ReplyProblem, ReviewReply, parse_reply
 from .reviewers import ChatGPTReviewer, make_reviewer, reviewer_identity
+from .testsection import TESTS_HEADING, TESTS_QUESTION, tests_section
 
 if TYPE_CHECKING:
     from planegate.bridge import BridgeReply, Progress, ReplyPending
@@ -60,7 +69,7 @@ SCHEMA_EXAMPLE = (
     '"detail": "…", "suggestion": "…"}], "missing_tests": ["…"], '
     '"requirements": [{"id": "R1", "status": "met|partial|unmet", "note": "…"}]}'
 )
-PACKET_FILES = ("envelope.md", "requirements.md", "evidence.md", "diff.patch")
+PACKET_FILES = ("envelope.md", "requirements.md", "evidence.md", "tests.md", "diff.patch")
 UNDER_WAY = ("queued", "running", "waiting", "pending")
 REREAD_ENV = "PLANEGATE_REVIEW_REREAD_S"
 MIN_PENDING_WINDOW_S = 3600.0
@@ -71,14 +80,17 @@ def _instructions(subject: str, nonce: str, attached: bool) -> str:
     where = (
         "The review packet is attached as files: envelope.md (the task as it was given), requirements.md "
         "(the frozen requirements it must meet, with acceptance criteria), evidence.md (checks the server ran on "
-        "this commit) and diff.patch (the change)."
+        "this commit), tests.md (the test and harness changes, what the task declared about them, and the "
+        "server's red→green and test-integrity verdicts) and diff.patch (the change)."
         if attached
         else "The review packet follows: the task as it was given, the frozen requirements it must meet with their "
-        "acceptance criteria, the checks the server ran on this commit, and the change as a diff."
+        "acceptance criteria, the checks the server ran on this commit, the test and harness changes, and the "
+        "change as a diff."
     )
     return (
         f"You are the second-model reviewer of {subject}. Review only this change, against its requirements and "
         f"acceptance criteria: correctness, missing or weak tests, security, and scope. {where}\n\n"
+        f"{TESTS_QUESTION}\n\n"
         f"Answer with exactly one JSON block between the lines {BEGIN} and {END}, in this shape "
         f'(review_id must be exactly "{nonce}"):\n\n{BEGIN}\n```json\n{SCHEMA_EXAMPLE % nonce}\n```\n{END}\n\n'
         "verdict: approve only when every requirement is met and nothing serious is wrong; request_changes for "
@@ -134,6 +146,7 @@ def _full_prompt(instructions: str, parts: dict[str, str]) -> str:
         f"{instructions}\n## The task as it was given\n\n{_demote(parts['envelope.md'])}\n"
         f"{REQUIREMENTS_HEADING}\n\n{parts['requirements.md']}\n"
         f"## Evidence from the server's checks\n\n{parts['evidence.md']}\n"
+        f"{TESTS_HEADING}\n\n{parts['tests.md']}\n"
         f"## The change\n\n```diff\n{parts['diff.patch']}```\n"
     )
 
@@ -163,6 +176,11 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         subject = f"the whole change of run {run!r} ({run_row['goal']})"
         envelope = f"# Release of run {run}\n\nGoal: {run_row['goal']}\n"
         served = None
+        declarations = {
+            f"task {t['id']}": declaration_lines(task_declarations(t))
+            for t in env.store.rows("SELECT * FROM tasks WHERE run_id = ? AND status = 'accepted' ORDER BY seq", (run,))
+        }
+        harness = None
     elif task is None:
         raise InvalidInput("give the task to review, or release=True for the whole run")
     else:
@@ -183,6 +201,8 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         subject = f"task {task!r} of run {run!r}"
         envelope = render_envelope(env, run, task)
         served = json.loads(row["requirements"])
+        declarations = {f"task {task}": declaration_lines(task_declarations(row))}
+        harness = facts.harness
     diff = repo.diff(base, head)
     if not diff.files:
         raise WrongState(f"the change {base[:12]}..{head[:12]} is empty; there is nothing to review")
@@ -199,6 +219,16 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         "envelope.md": envelope,
         "requirements.md": _requirements_text(env, run, served),
         "evidence.md": _evidence_text(env, run, task, head),
+        "tests.md": tests_section(
+            env,
+            run,
+            task,
+            policy,
+            repo,
+            diff,
+            harness_changes(repo, base, head, diff.files, harness_patterns(policy)) if harness is None else harness,
+            {owner: lines for owner, lines in declarations.items() if lines},
+        ),
         "diff.patch": diff.text,
     }
     folder = env.settings.artifacts / run / (task or "_run") / review_id
