@@ -435,7 +435,10 @@ def test_a_failed_check_s_job_reads_failed_and_keeps_its_evidence(tmp_path: Path
     assert drain(env) == ["succeeded"]  # the job ran to its end; the check in it failed
     result = checks_result(env, job)
     assert (result.state, result.all_passed) == ("failed", False)
-    assert [(line.check, line.exit_code, line.label) for line in result.results] == [("test", 1, "direct")]
+    assert [(line.check, line.exit_code, line.label) for line in result.results] == [
+        ("test", 1, "direct"),
+        ("test_integrity", 0, "direct"),  # the new test was not on the base, so nothing that passed there is lost
+    ]
     assert result.error == "not passed: test (exit 1, direct)"
     assert result.next_step.startswith("fix what failed")
     view = job_result(env, job)

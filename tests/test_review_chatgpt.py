@@ -105,7 +105,7 @@ def test_a_packet_the_composer_cuts_is_sent_as_files(chatgpt_run: tuple[Env, str
     result = review_result(env, requested.review)
     assert (result.state, result.verdict) == ("completed", "approve")
     [prompt] = fakechat.prompts
-    assert sorted(prompt.file_names) == ["diff.patch", "envelope.md", "evidence.md", "requirements.md"]
+    assert sorted(prompt.file_names) == ["diff.patch", "envelope.md", "evidence.md", "requirements.md", "tests.md"]
     assert b"def mul(a, b)" in prompt.files["diff.patch"]
     assert prompt.text.startswith("You are the second-model reviewer") and "## The change" not in prompt.text
     assert any("was cut" in note for note in result.notes)
