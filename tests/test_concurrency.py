@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,10 +66,11 @@ def run_threads(work: Callable[[int], None], count: int, timeout: float = 60) ->
     threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + timeout
     for thread in threads:
-        thread.join(timeout)
-    stuck = [t for t in threads if t.is_alive()]
-    assert not stuck, f"{len(stuck)} of {count} threads did not finish within {timeout} s"
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = sum(t.is_alive() for t in threads)
+    assert not stuck, f"{stuck} of {count} threads did not finish within {timeout} s; the others: {errors or 'ok'}"
     if errors:
         raise errors[0]
 
