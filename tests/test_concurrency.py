@@ -6,6 +6,7 @@ arguments it does not know."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from planegate.tools.config import Settings
 from planegate.tools.control.graph import register_graph
 from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
 from planegate.tools.env import Env
-from planegate.tools.errors import Conflict, WrongState
+from planegate.tools.errors import Conflict, InvalidInput, WrongState
 from planegate.tools.execution.checks import start_checks
 from planegate.tools.execution.dispatch import dispatch_task
 from planegate.tools.gates import accept as accept_module
@@ -140,6 +141,29 @@ def test_worktree_administration_and_info_exclude_are_serialised(branchy: tuple[
     assert listed == 1 + 6  # the repository and the 6 worktrees not removed
     lines = (repo / ".git/info/exclude").read_text().splitlines()
     assert sorted(line for line in lines if line.startswith("pattern-")) == [f"pattern-{i}" for i in range(4)]
+
+
+def test_a_repository_is_opened_by_its_root_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(tmp_path / "r", {"src/app.py": "A = 1\n"})
+    git(tmp_path, "init", "-q", "--bare", "bare.git")
+    (tmp_path / "plain").mkdir()
+    cases = {
+        tmp_path / "missing": "does not exist",
+        repo / "src/app.py": "is a file, not a git repository",
+        tmp_path / "bare.git": "is a bare repository",
+        repo / "src": f"is inside the git repository {str(repo.resolve())!r}; pass its root",
+        tmp_path / "plain": "is not a git repository; run `git init` there",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            GitRepo(path)
+    other = make_repo(tmp_path / "other")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))  # as inside a git hook: must not redirect us
+    adapter = GitRepo(repo)
+    assert adapter.root == repo.resolve() and adapter.rev("HEAD") == git(
+        repo, "--git-dir", str(repo / ".git"), "rev-parse", "HEAD"
+    )
+    assert adapter.branch_sha("main") == adapter.rev("HEAD") != GitRepo(other).rev("HEAD")
 
 
 # -- the whole loop under 16 concurrent calls ---------------------------------------------------
