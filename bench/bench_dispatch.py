@@ -16,7 +16,7 @@ runs (untimed) before every timed step, so no step pays for the previous one's w
 
 Where dispatch's extra time goes is read off a timeline of the ledger's own statements
 (``sqlite3.Connection.set_trace_callback``): start → ``BEGIN IMMEDIATE`` (lookups), → ``COMMIT``
-(the claim transaction), → the first statement after it (the worktree: git through gitpython),
+(the claim transaction), → the first statement after it (the worktree: one `git worktree add`),
 → return (envelope rendering and writing). ``render_envelope`` is also timed on its own, on tasks
 that are never dispatched (so its glob caches are cold for their scopes), and a few extra
 dispatches run under cProfile for the functions that take the time (cProfile inflates many small

@@ -9,6 +9,7 @@ bridge are loaded.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import anyio
 import anyio.to_thread
@@ -41,6 +42,7 @@ from planegate.tools.models import (
     GraphResult,
     JobResult,
     Module,
+    Reported,
     Requirement,
     ReviewRequestResult,
     ReviewResult,
@@ -74,6 +76,32 @@ class SignedApprovalNotice(BaseModel):
 
 RunId = Annotated[str, Field(description="run id from start_run")]
 TaskId = Annotated[str, Field(description="task id from the graph")]
+
+
+class StrictTool(Tool):
+    """A tool that refuses arguments it does not declare, before anything runs.
+
+    pydantic's argument models ignore unknown keys, so ``get_status(run_id=...)`` used to answer
+    as if no run were given; a misspelt argument must be an error the model can read and fix.
+    """
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        accepted = list(self.parameters.get("properties", {}))
+        unknown = sorted(set(arguments) - set(accepted))
+        if unknown:
+            raise ToolError(f"Error executing tool {self.name}: {unknown_arguments(self.name, unknown, accepted)}")
+        return await super().run(arguments, context, convert_result)
+
+
+def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str:
+    """Name the unknown arguments, what they probably meant, and every argument the tool takes."""
+    named = []
+    for name in unknown:
+        guess = difflib.get_close_matches(name, accepted, n=1)
+        named.append(repr(name) + (f" (did you mean {guess[0]!r}?)" if guess else ""))
+    noun = "argument" if len(unknown) == 1 else "arguments"
+    takes = f"accepts {', '.join(accepted)}" if accepted else "takes no arguments"
+    return f"unknown {noun} {', '.join(named)}; {tool} {takes}. Nothing was done: call it again with those only"
 
 
 def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
@@ -242,8 +270,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
     def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            built = Tool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
-            built.parameters = compact_schema(built.parameters) or {}
+            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
             built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
             tools.append(built)
             return fn
@@ -328,7 +356,11 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         run: RunId,
         task: TaskId,
         kind: Annotated[str, Field(description="e.g. test, lint, manual")],
-        label: Annotated[Literal["local", "proxy", "blocked"], Field(description="how you know; never counted")],
+        # A plain string whose schema lists the labels: "direct" must reach the domain's refusal,
+        # which explains why it is reserved, instead of a validation dump.
+        label: Annotated[
+            str, Field(description="how you know; never counted", json_schema_extra={"enum": list(get_args(Reported))})
+        ],
         summary: str,
         ctx: Context,
         command: str | None = None,

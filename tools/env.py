@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,9 @@ from .policy import Policy
 class Env:
     settings: Settings
     store: Store
+    # Shared by every thread and by the ``as_actor`` copies (``replace`` passes both on).
     _repos: dict[str, GitRepo] = field(default_factory=dict, repr=False)
+    _repos_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Env:
@@ -64,9 +67,15 @@ class Env:
         return _policy_from_snapshot(run_row["policy"])
 
     def repo(self, path: str) -> GitRepo:
-        if path not in self._repos:
-            self._repos[path] = GitRepo(path)
-        return self._repos[path]
+        """The repository at ``path``, opened once per Env; a ``GitRepo`` holds only paths, so
+        the threads that share it cannot disturb each other."""
+        with self._repos_lock:
+            found = self._repos.get(path)
+        if found is None:
+            opened = GitRepo(path)  # a git process: not under the lock
+            with self._repos_lock:
+                found = self._repos.setdefault(path, opened)
+        return found
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,4 +1,4 @@
-"""The git adapter: everything planegate does to a repository, through gitpython.
+"""The git adapter: everything planegate does to a repository, one git process per command.
 
 Rules that hold for every call: argv lists only; names are validated before they get here and
 never start with ``-``; ``--`` separates options from paths; refs move by compare-and-set
@@ -8,7 +8,13 @@ touches the user's working tree or current branch: merges are computed with
 ``commit-tree``. Commits planegate makes carry the repository's identity, or the documented
 default ``planegate <planegate@localhost>`` on a machine that has none.
 
-``GitCommandError`` is translated to ``GitError`` here and nowhere else.
+Concurrency: MCP clients call tools at once, so one ``GitRepo`` is used by many threads. It
+holds only paths; every command is its own process and branch tips are read from the ref files
+per call. (gitpython's ``Repo`` keeps persistent ``cat-file`` processes that are not
+thread-safe: with several threads it answered with other branches' commits, then hung.) What
+must not interleave within a process — worktree add/remove/prune and writes to
+``info/exclude`` — holds the repository's lock, keyed by its common git dir; the lock is held
+only around git, never while waiting for the ledger, so the two cannot deadlock.
 """
 
 from __future__ import annotations
@@ -18,18 +24,39 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 import tempfile
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import GitError, InvalidInput
 
-if TYPE_CHECKING:
-    from git import Repo
-
 DEFAULT_IDENTITY = ("planegate", "planegate@localhost")
 ZERO = "0" * 40
+# A git command that takes longer than this is stuck (or the repository is enormous); either
+# way the caller gets an answer instead of a call that never returns.
+GIT_TIMEOUT_S = 600.0
+# Variables that would point git at another repository than the one whose path we hold (set,
+# e.g., when planegate is started from a git hook); the ref files read directly ignore them too.
+_RELOCATING = frozenset(
+    {
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_IMPLICIT_WORK_TREE",
+        "GIT_COMMON_DIR",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_NAMESPACE",
+        "GIT_PREFIX",
+    }
+)
+_SHA = re.compile(rb"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+# Branch names whose ref file path is exactly refs/heads/<name>; anything else is asked of git.
+_PLAIN_BRANCH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*(?<!\.lock)(?<!\.)")
 
 
 @dataclass(frozen=True)
@@ -64,30 +91,93 @@ class MergeResult:
 
 @functools.lru_cache(maxsize=1)
 def _git_version() -> tuple[int, ...]:
-    from git import Git
+    try:
+        out = subprocess.run(
+            ["git", "version"], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"could not run git: {exc}; install git (2.38 or later merges without a worktree)") from exc
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(part) for part in found.groups(default="0")) if found else (0,)
 
-    return tuple(Git().version_info)
+
+def _run_git(cwd: Path, args: tuple[str, ...], env: Mapping[str, str] | None) -> tuple[int, bytes, bytes]:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=_environment(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(
+            f"git {' '.join(args[:3])} did not finish within {GIT_TIMEOUT_S:.0f} s in {cwd} and was stopped; "
+            "check the repository for a stuck lock file, then retry"
+        ) from exc
+    except OSError as exc:  # git is missing, or the directory is gone
+        raise GitError(f"could not run git in {cwd}: {exc}") from exc
+    return done.returncode, done.stdout, done.stderr
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``env`` (default: this process's) without the variables that point git at another repository."""
+    source = os.environ if env is None else env
+    return {key: value for key, value in source.items() if key not in _RELOCATING}
+
+
+def _serialised(args: tuple[str, ...]) -> bool:
+    return len(args) >= 2 and args[0] == "worktree" and args[1] != "list"
+
+
+_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[str, threading.RLock] = {}
+
+
+def repository_lock(common_dir: Path) -> threading.RLock:
+    """The process-wide lock of one repository (keyed by its common git dir, so every worktree of
+    it shares the lock). Held only around git commands, never while taking the ledger's lock."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(common_dir), threading.RLock())
+
+
+class _Unknown:
+    """The ref files cannot answer (a symbolic or unreadable ref): ask git."""
+
+
+_ASK_GIT = _Unknown()
 
 
 class GitRepo:
-    """One repository (or one of its worktrees), opened by path."""
+    """One repository (or one of its worktrees), opened by path. Holds paths only: safe to share."""
 
     def __init__(self, path: Path | str) -> None:
-        from git import Repo
-        from git.exc import InvalidGitRepositoryError, NoSuchPathError
-
         target = Path(path).expanduser()
         if not target.exists():
             raise InvalidInput(f"repo {str(path)!r} does not exist; pass the path of a git repository")
-        try:
-            self.repo: Repo = Repo(target)
-        except (InvalidGitRepositoryError, NoSuchPathError) as exc:
+        if not target.is_dir():
+            raise InvalidInput(f"repo {str(path)!r} is a file, not a git repository; pass the repository root")
+        target = target.resolve()
+        where = ("rev-parse", "--is-bare-repository", "--absolute-git-dir", "--git-common-dir", "--show-toplevel")
+        status, out, _ = _run_git(target, where, None)
+        lines = out.decode("utf-8", "replace").splitlines()
+        if lines[:1] == ["true"]:
+            raise InvalidInput(f"repo {str(path)!r} is a bare repository; pass a repository with a working tree")
+        if status != 0 or len(lines) < 4:
             raise InvalidInput(
                 f"repo {str(path)!r} is not a git repository; run `git init` there or pass the repository root"
-            ) from exc
-        if self.repo.bare:
-            raise InvalidInput(f"repo {str(path)!r} is a bare repository; pass a repository with a working tree")
-        self.root = Path(self.repo.working_tree_dir or target).resolve()
+            )
+        toplevel = Path(lines[3]).resolve()
+        if toplevel != target:
+            raise InvalidInput(f"repo {str(path)!r} is inside the git repository {str(toplevel)!r}; pass its root")
+        self.root = toplevel
+        self.git_dir = Path(lines[1]).resolve()
+        self._common = (target / lines[2]).resolve()
+        self._lock = repository_lock(self._common)
+        # Branch tips are read from the ref files (no process) unless refs live in a reftable.
+        self._files_refs = not (self._common / "reftable").exists()
         # git merge-tree --write-tree (2.38+) merges without a worktree; older git uses a scratch one.
         self.merge_in_memory = _git_version() >= (2, 38)
 
@@ -105,21 +195,11 @@ class GitRepo:
         return status, out.decode("utf-8", "replace").rstrip("\n"), err.decode("utf-8", "replace")
 
     def _run_bytes(self, args: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
-        from git.exc import GitCommandError
-
-        try:
-            status, out, err = self.repo.git.execute(
-                ["git", *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                env=env,
-                strip_newline_in_stdout=False,
-                stdout_as_string=False,
-            )
-        except GitCommandError as exc:  # git could not be started at all
-            raise GitError(f"could not run git in {self.root}: {exc}") from exc
-        err_bytes = err if isinstance(err, bytes) else str(err).encode()
-        return int(status or 0), bytes(out), err_bytes
+        """One git process; worktree administration waits for this repository's lock."""
+        if _serialised(args):
+            with self._lock:
+                return _run_git(self.root, args, env)
+        return _run_git(self.root, args, env)
 
     def rev(self, ref: str) -> str | None:
         """The commit ``ref`` names, or None."""
@@ -129,14 +209,44 @@ class GitRepo:
         return out.strip() if status == 0 and out.strip() else None
 
     def branch_sha(self, branch: str) -> str | None:
-        """A local branch's tip, read from the ref files (no subprocess)."""
-        from git import Head
+        """A local branch's tip, or None when the branch does not exist.
 
-        head = Head(self.repo, f"refs/heads/{branch}")
+        Read from the loose ref file, then ``packed-refs`` (git writes both by rename, and packs a
+        ref before deleting its loose file, so the two reads never miss a ref that exists); a
+        symbolic ref, an unusual name or a reftable repository is asked of ``git rev-parse``.
+        """
+        ref = f"refs/heads/{branch}"
+        if self._files_refs and _PLAIN_BRANCH.fullmatch(branch) and ".." not in branch:
+            found = self._read_ref_files(ref)
+            if not isinstance(found, _Unknown):
+                return found
+        status, out, _ = self._run(("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"))
+        return out.strip() if status == 0 and out.strip() else None
+
+    def _read_ref_files(self, ref: str) -> str | _Unknown | None:
         try:
-            return str(head.commit.hexsha)
-        except ValueError:
+            loose: bytes | None = (self._common / ref).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            loose = None
+        except OSError:
+            return _ASK_GIT
+        if loose is not None:
+            sha = loose.strip()
+            return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
+        try:
+            packed = (self._common / "packed-refs").read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError:
+            return _ASK_GIT
+        needle = b" " + ref.encode()
+        at = packed.find(needle + b"\n")
+        if at < 0 and packed.endswith(needle):
+            at = len(packed) - len(needle)
+        if at < 0:
+            return None
+        sha = packed[packed.rfind(b"\n", 0, at) + 1 : at]
+        return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
 
     def has_commits(self) -> bool:
         return self.rev("HEAD") is not None
@@ -151,11 +261,13 @@ class GitRepo:
         return status == 0
 
     def identity(self) -> tuple[str, str]:
-        """The repository's committer identity, or the documented default."""
-        reader = self.repo.config_reader()
-        name = reader.get_value("user", "name", default="") or DEFAULT_IDENTITY[0]
-        email = reader.get_value("user", "email", default="") or DEFAULT_IDENTITY[1]
-        return str(name), str(email)
+        """The repository's committer identity (as git resolves its config), or the documented default."""
+        status, out, _ = self._run(("config", "-z", "--get-regexp", r"^user\.(name|email)$"))
+        values: dict[str, str] = {}
+        for entry in out.split("\0") if status == 0 else []:
+            key, _, value = entry.partition("\n")
+            values[key.strip().lower()] = value  # the last value git lists is the one that applies
+        return values.get("user.name") or DEFAULT_IDENTITY[0], values.get("user.email") or DEFAULT_IDENTITY[1]
 
     def identity_env(self, author: tuple[str, str] | None = None) -> dict[str, str]:
         name, email = self.identity()
@@ -169,15 +281,20 @@ class GitRepo:
         }
 
     def common_dir(self) -> Path:
-        return Path(self.repo.common_dir).resolve()
+        return self._common
 
     # -- worktrees --------------------------------------------------------------------------
 
     def add_worktree(self, path: Path, branch: str, base: str) -> None:
-        """Create ``branch`` at ``base`` checked out in a new worktree at ``path``."""
-        self.git("worktree", "add", "--quiet", "-b", branch, "--", str(path), base)
+        """Check ``branch`` out in a new worktree at ``path``, creating it at ``base`` if it does
+        not exist yet (the check and the add hold the repository's lock together)."""
+        with self._lock:
+            if self.branch_sha(branch) is not None:
+                self.git("worktree", "add", "--quiet", "--", str(path), branch)
+            else:
+                self.git("worktree", "add", "--quiet", "-b", branch, "--", str(path), base)
 
-    def remove_worktree(self, path: Path, *, force: bool = False) -> None:
+    def remove_worktree(self, path: Path | str, *, force: bool = False) -> None:
         args = ["worktree", "remove", *(["--force"] if force else []), "--", str(path)]
         self.git(*args)
 
@@ -186,12 +303,13 @@ class GitRepo:
 
     def exclude(self, pattern: str) -> None:
         """Keep ``pattern`` out of every worktree's ``git status``/``add`` (shared info/exclude)."""
-        exclude = self.common_dir() / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        current = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
-        if pattern not in current.splitlines():
-            with exclude.open("a", encoding="utf-8") as handle:
-                handle.write(("" if current.endswith("\n") or not current else "\n") + pattern + "\n")
+        exclude = self._common / "info" / "exclude"
+        with self._lock:
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            current = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+            if pattern not in current.splitlines():
+                with exclude.open("a", encoding="utf-8") as handle:
+                    handle.write(("" if current.endswith("\n") or not current else "\n") + pattern + "\n")
 
     def dirty_paths(self) -> list[str]:
         """Uncommitted changes in this worktree (untracked files included)."""

@@ -131,14 +131,20 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     repo = env.repo(run_row["repo"])
     path = worktree_path(env, run, task)
     branch = task_branch(run, task)
-    integration_head = repo.branch_sha(run_row["integration_branch"])
-    if integration_head is None:
-        raise GitError(f"integration branch {run_row['integration_branch']!r} is missing from {run_row['repo']}")
     lease_expires = now_iso(policy.lease_minutes * 60)
     with env.write() as w:
         run_row = env.run_row(run)
         row = env.task_row(run, task)
         takeover = _refuse_unless_dispatchable(w, env, run_row, row, policy)
+        # Read under the ledger's write lock: accept_task moves the integration branch under the
+        # same lock, so the base is the integration head as of this dispatch, not of an earlier read.
+        integration_head = repo.branch_sha(run_row["integration_branch"])
+        if integration_head is None:
+            raise GitError(
+                f"integration branch {run_row['integration_branch']!r} is missing from {run_row['repo']}; "
+                f"it was deleted outside planegate: recreate it at the last checkpoint tag (`git tag -l "
+                f"'planegate/{run}/*'`) or start a new run"
+            )
         base_sha = row["base_sha"] if row["base_sha"] and repo.branch_sha(branch) else integration_head
         holder = lease_holder(env)
         claimed = move_task(
@@ -215,20 +221,12 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     )
 
 
-_EXCLUDED: set[str] = set()
-
-
 def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> None:
-    if str(repo.root) not in _EXCLUDED:
-        repo.exclude(ENVELOPE_NAME)
-        _EXCLUDED.add(str(repo.root))
+    repo.exclude(ENVELOPE_NAME)  # idempotent and cheap: no process-wide memo that could go stale
     if path.exists() and (path / ".git").exists():
         return  # a takeover keeps the worktree it finds
     path.parent.mkdir(parents=True, exist_ok=True)
-    if repo.branch_sha(branch) is not None:
-        repo.git("worktree", "add", "--quiet", "--", str(path), branch)
-    else:
-        repo.add_worktree(path, branch, base_sha)
+    repo.add_worktree(path, branch, base_sha)
 
 
 def cancel_task(env: Env, run: str, task: str, reason: str) -> CancelResult:

@@ -25,7 +25,7 @@ from planegate.store import Writer, placeholders
 from ..control.runs import move_task, set_stage
 from ..control.tasks import settle_status
 from ..env import Env
-from ..errors import Conflict, GitError, InvalidInput, NotFound, WrongState
+from ..errors import Conflict, GitError, InvalidInput, NotFound, PlanegateError, WrongState
 from ..gitrepo import GitRepo, trailers
 from ..models import ACTIVE_STATUSES, AcceptResult, RollbackResult
 from .facts import evaluate_task
@@ -86,6 +86,8 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
     """
     run_row = env.run_row(run)
     row = settle_status(env, run, task)
+    if row["status"] == "accepted":
+        raise WrongState(_accepted_already(env, run, row, ""))
     if row["status"] not in ACTIVE_STATUSES:
         raise WrongState(f"task {task!r} is {row['status']}; only a dispatched task can be accepted")
     policy = env.policy(run_row)
@@ -144,8 +146,9 @@ def _merge_and_record(
     repo = env.repo(run_row["repo"])
     with env.write() as w:
         current = env.task_row(run, task)
-        if current["status"] != row["status"] or repo.branch_sha(row["branch"]) != head:
-            raise Conflict(f"task {task!r} changed while accepting (status or head); call accept_task again")
+        current_head = repo.branch_sha(row["branch"])
+        if current["status"] != row["status"] or current_head != head:
+            raise _moved_on(env, run, row, head, current, current_head)
         integration = repo.branch_sha(run_row["integration_branch"])
         if integration is not None and repo.is_ancestor(head, integration):
             merge_sha, note = integration, "the head was already merged (an earlier attempt was interrupted)"
@@ -192,6 +195,48 @@ def _merge_and_record(
         )
         unlocked = unlock_dependents(w, run, task)
     return merge_sha, tag, note, unlocked
+
+
+def _accepted_already(env: Env, run: str, row: dict[str, Any], how: str) -> str:
+    task = row["id"]
+    event = env.store.one(
+        "SELECT actor, at FROM events WHERE run_id = ? AND task_id = ? AND kind = 'task.accepted'"
+        " ORDER BY id DESC LIMIT 1",
+        (run, task),
+    )
+    tag = env.store.scalar("SELECT tag FROM checkpoints WHERE run_id = ? AND n = ?", (run, row["checkpoint"]))
+    by = f" by {event['actor']} at {event['at']}" if event else ""
+    return (
+        f"task {task!r} is accepted{how}{by}: merge {str(row['merge_sha'])[:12]}, checkpoint {tag}, head "
+        f"{str(row['accepted_sha'])[:12]}. Nothing is left to do for it: call get_status({run!r}) for the next step"
+    )
+
+
+def _moved_on(
+    env: Env, run: str, row: dict[str, Any], head: str, current: dict[str, Any], current_head: str | None
+) -> PlanegateError:
+    """What the loser of a race is told: what happened while it checked the gates, and what to call
+    instead (calling accept_task again could only fail the same way)."""
+    task, status = row["id"], current["status"]
+    meanwhile = " while this call was checking its gates"
+    if status == "accepted":
+        return WrongState(_accepted_already(env, run, current, f" (another call accepted it{meanwhile})"))
+    if status == "cancelled":
+        return WrongState(
+            f"task {task!r} was cancelled{meanwhile} ({current['cancel_reason']}); nothing was merged. "
+            f"Call get_status({run!r}) for the next step"
+        )
+    if current_head != head:
+        moved = current_head[:12] if current_head else "nowhere (the branch was deleted)"
+        return Conflict(
+            f"task {task!r}'s branch moved from {head[:12]} to {moved}{meanwhile}; nothing was merged. The gates "
+            f"hold only for the commit they were checked on: call run_checks(run={run!r}, task={task!r}) on the "
+            "new head (and request_review if the policy requires a review), then accept_task"
+        )
+    return Conflict(
+        f"task {task!r} moved from {row['status']} to {status}{meanwhile}; nothing was merged. "
+        f"Call get_status({run!r}): it shows why and the next action"
+    )
 
 
 class _MergeConflict(Exception):
