@@ -99,7 +99,7 @@ def test_a_task_is_reviewed_in_the_chatgpt_session_with_the_packet_inline(
 
 def test_a_packet_the_composer_cuts_is_sent_as_files(chatgpt_run: tuple[Env, str], fakechat: FakeChat) -> None:
     env, run = chatgpt_run
-    fakechat.insert_limit = 1500  # the live composer can cut a long insert without a word
+    fakechat.insert_limit = 2500  # the live composer can cut a long insert without a word
     requested = request_review(env, run, "calc")
     assert drain(env) == ["succeeded"], review_result(env, requested.review).error
     result = review_result(env, requested.review)
