@@ -200,7 +200,7 @@ def cache_key(sizes: Sizes) -> str:
     digest.update(repr(asdict(sizes)).encode())
     sources = [
         *sorted(Path(store_pkg.__file__).parent.glob("*.py")),
-        *(Path(tools_pkg.__file__).parent / name for name in ("graph.py", "runs.py", "models.py")),
+        *(Path(tools_pkg.__file__).parent / name for name in ("control/graph.py", "control/runs.py", "models.py")),
         BENCH_DIR / "_workload.py",
     ]
     for source in sources:

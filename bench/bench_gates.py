@@ -1,0 +1,183 @@
+"""Gate evaluation time, and what confirming rows against their events adds to it.
+
+On the 5,000-task, 1,000,000-event ledger of ``bench_status`` (from the cache), each of the 8
+tasks in progress is given what the gates read on a real task — direct evidence of three kinds
+(20 rows), three completed reviews with their stored replies — written through ``Store.write()``
+so every row is vouched for. Timed, 50 rounds each after warm-ups:
+
+- ``evaluate_task`` for one task (the task gates, as ``get_status`` and ``accept_task`` run them),
+  with the row checks' caches warm (repeated calls), cold (a fresh cache before every call: each
+  vouching event is re-authenticated), and with row checks switched off (the baseline, in the
+  same run);
+- ``get_status(run)`` with and without row checks;
+- the whole-ledger verify that ``accept_run`` adds (one call).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from _common import emit, log, parser, scratch, summary_ms
+from _workload import big_ledger, open_env, sizes_for
+
+from planegate.store import Store
+from planegate.store.vouch import RowChecker
+from planegate.tools.env import Env
+from planegate.tools.gates.facts import evaluate_task
+from planegate.tools.gates.release import whole_ledger_gate
+from planegate.tools.report.status import get_status
+
+ROUNDS = 50
+WARMUP = 5
+
+
+def give_tasks_history(env: Env, run: str, tasks: list[str]) -> None:
+    """Evidence and reviews on each task, as the gates would find them on a real one."""
+    reply = json.dumps(
+        {
+            "review_id": "ab" * 12,
+            "verdict": "approve",
+            "summary": "looks right " * 40,
+            "findings": [
+                {"severity": "info", "file": f"src/f{i}.py", "line": i, "title": f"note {i}", "detail": "d" * 200}
+                for i in range(10)
+            ],
+        }
+    )
+    for task in tasks:
+        with env.write("agent:bench") as w:
+            for n in range(20):
+                evidence = w.insert(
+                    "evidence",
+                    {
+                        "run_id": run,
+                        "task_id": task,
+                        "kind": ("test", "lint", "red_green")[n % 3],
+                        "label": "direct",
+                        "summary": f"checks passed: {n} passed, 0 failed",
+                        "command": "python -m pytest -q",
+                        "exit_code": 0,
+                        "duration_ms": 2400,
+                        "created_at": w.at,
+                    },
+                )
+                w.event("check.recorded", run=run, task=task, evidence=evidence)
+            for n in range(3):
+                w.insert(
+                    "reviews",
+                    {
+                        "id": f"rv-{task}-{n}",
+                        "run_id": run,
+                        "task_id": task,
+                        "nonce": "ab" * 12,
+                        "reviewer": "command:reviewer",
+                        "status": "completed",
+                        "verdict": "approve",
+                        "summary": "fine",
+                        "base_sha": "0" * 40,
+                        "head_sha": f"{n:040x}",
+                        "diff_sha256": "0" * 64,
+                        "requirements_version": 1,
+                        "reply": reply,
+                        "created_at": w.at,
+                        "completed_at": w.at,
+                    },
+                )
+                w.event("review.completed", run=run, task=task, review=f"rv-{task}-{n}")
+
+
+def timed(call: Callable[[], Any], before: Callable[[], None] | None = None) -> list[float]:
+    for _ in range(WARMUP):
+        call()
+    samples = []
+    for _ in range(ROUNDS):
+        if before is not None:
+            before()
+        began = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+def main() -> None:
+    args = parser(__doc__ or "", quick_help="500 tasks, 50,000 events").parse_args()
+    sizes = sizes_for(args.quick)
+    with scratch("gates") as root:
+        ledger = big_ledger(sizes, root)
+        env = open_env()
+        try:
+            run_row = env.run_row(ledger.run)
+            active = env.store.rows(
+                "SELECT * FROM tasks WHERE run_id = ? AND status = 'in_progress' ORDER BY seq", (ledger.run,)
+            )
+            log(f"giving {len(active)} tasks evidence and reviews …")
+            give_tasks_history(env, ledger.run, [t["id"] for t in active])
+            active = [env.task_row(ledger.run, t["id"]) for t in active]
+            store_check = Store.check_row
+            confirmed: dict[str, int] = {}
+
+            def counting(self: Store, table: str, row: dict[str, Any]) -> Any:
+                confirmed[table] = confirmed.get(table, 0) + 1
+                return store_check(self, table, row)
+
+            Store.check_row = counting  # type: ignore[method-assign]
+            try:
+                _, gates = evaluate_task(env, run_row, active[0], live=False)
+            finally:
+                Store.check_row = store_check  # type: ignore[method-assign]
+            assert next(g for g in gates if g.gate == "ledger").ok, gates
+
+            def one_task() -> None:
+                evaluate_task(env, run_row, active[0], live=False)
+
+            def fresh_checker() -> None:
+                env.store.rows_checker = RowChecker()
+
+            warm = timed(one_task)
+            cold = timed(one_task, fresh_checker)
+            status_checked = timed(lambda: get_status(env, ledger.run))
+            Store.check_row = lambda self, table, row: None  # type: ignore[method-assign,assignment,misc]
+            try:
+                unchecked = timed(one_task)
+                status_unchecked = timed(lambda: get_status(env, ledger.run))
+            finally:
+                Store.check_row = store_check  # type: ignore[method-assign]
+            log("the whole-ledger verify accept_run adds …")
+            began = time.perf_counter()
+            whole = whole_ledger_gate(env, ledger.run)
+            whole_s = time.perf_counter() - began
+        finally:
+            env.close()
+    warm_ms, unchecked_ms = summary_ms(warm), summary_ms(unchecked)
+    status_ms, status_unchecked_ms = summary_ms(status_checked), summary_ms(status_unchecked)
+    emit(
+        {
+            "benchmark": "gates",
+            "quick": args.quick,
+            "ledger": ledger.describe(),
+            "tasks_in_progress": len(active),
+            "evidence_rows_per_task": 20,
+            "reviews_per_task": 3,
+            "rows_confirmed_per_task_evaluation": confirmed,
+            "evaluate_task_row_checks_warm": warm_ms,
+            "evaluate_task_row_checks_cold": summary_ms(cold),
+            "evaluate_task_without_row_checks": unchecked_ms,
+            "evaluate_task_p50_ratio_warm_vs_without": round(
+                float(warm_ms["p50_ms"]) / float(unchecked_ms["p50_ms"]), 3
+            ),
+            "get_status_run_row_checks": status_ms,
+            "get_status_run_without_row_checks": status_unchecked_ms,
+            "get_status_p50_ratio": round(float(status_ms["p50_ms"]) / float(status_unchecked_ms["p50_ms"]), 3),
+            "accept_run_whole_ledger_verify_s": round(whole_s, 3),
+            "accept_run_whole_ledger_verify_ok": whole.ok,
+            "target": "get_status(run) median ≤ 15 ms with row checks (DESIGN §8)",
+            "meets_target": float(status_ms["p50_ms"]) <= 15.0 and whole.ok,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
