@@ -276,6 +276,18 @@ class Store(_Access):
             writer._commit_events()
 
     @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, reading one consistent state, for long reads (``ledger verify``)
+        that should not hold up this store's other threads."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
     def snapshot(self) -> Iterator[_Access]:
         """Several reads that see one consistent state."""
         with self._lock:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,20 +127,20 @@ def _differences(before: str, now: str) -> str:
     )
 
 
-def _vouched_content(store: Store, table: str, key: str, digest: str | None) -> str | None:
+def _vouched_content(conn: sqlite3.Connection, table: str, key: str, digest: str | None) -> str | None:
     """The index's copy of the row as vouched, when it still hashes to the event's digest."""
     if digest is None:
         return None
-    found = store.conn.execute("SELECT content FROM row_vouches WHERE tbl = ? AND key = ?", (table, key)).fetchone()
+    found = conn.execute("SELECT content FROM row_vouches WHERE tbl = ? AND key = ?", (table, key)).fetchone()
     content = found[0] if found else None
     return content if isinstance(content, str) and content_digest(content) == digest else None
 
 
-def _check_rows(store: Store, replay: _Replay, report: LedgerReport) -> None:
+def _check_rows(conn: sqlite3.Connection, replay: _Replay, report: LedgerReport) -> None:
     vouched = replay.vouched
     seen: set[tuple[str, str]] = set()
     for table in VOUCHED:
-        cursor = store.conn.execute(f"SELECT * FROM main.{table}")
+        cursor = conn.execute(f"SELECT * FROM main.{table}")
         names = [d[0] for d in cursor.description]
         while batch := cursor.fetchmany(5_000):
             for values in batch:
@@ -161,7 +162,7 @@ def _check_rows(store: Store, replay: _Replay, report: LedgerReport) -> None:
                 if content_digest(content) == digest:
                     report.rows_verified += 1
                     continue
-                before = _vouched_content(store, table, key, digest)
+                before = _vouched_content(conn, table, key, digest)
                 what = (
                     _differences(before, content)
                     if before is not None
@@ -170,7 +171,7 @@ def _check_rows(store: Store, replay: _Replay, report: LedgerReport) -> None:
                 report.row_problems.append(f"{name} does not match event {event_id}: {what}")
     for (table, key), (event_id, digest) in vouched.items():
         if digest is not None and table in VOUCHED and (table, key) not in seen:
-            before = _vouched_content(store, table, key, digest)
+            before = _vouched_content(conn, table, key, digest)
             held = ""
             if before is not None:
                 content = json.loads(before)
@@ -181,15 +182,15 @@ def _check_rows(store: Store, replay: _Replay, report: LedgerReport) -> None:
             )
 
 
-def _check_state(store: Store, replay: _Replay, report: LedgerReport) -> None:
+def _check_state(conn: sqlite3.Connection, replay: _Replay, report: LedgerReport) -> None:
     last_stage, last_status = replay.last_stage, replay.last_status
-    for run_id, stage in store.conn.execute("SELECT id, stage FROM runs"):
+    for run_id, stage in conn.execute("SELECT id, stage FROM runs"):
         if last_stage.get(run_id) != stage:
             report.state_problems.append(
                 f"run {run_id}: stage is {stage!r} but its events last recorded {last_stage.get(run_id)!r}"
             )
     present: set[tuple[str, str]] = set()
-    for run_id, task_id, status in store.conn.execute("SELECT run_id, id, status FROM tasks"):
+    for run_id, task_id, status in conn.execute("SELECT run_id, id, status FROM tasks"):
         present.add((run_id, task_id))
         recorded = last_status.get((run_id, task_id))
         if recorded != status:
@@ -201,8 +202,8 @@ def _check_state(store: Store, replay: _Replay, report: LedgerReport) -> None:
             report.state_problems.append(f"task {run_id}/{task_id}: recorded as {status!r} but its row is gone")
 
 
-def _check_artifacts(store: Store, runs: Collection[str] | None, report: LedgerReport) -> None:
-    for artifact_id, run_id, path, expected in store.conn.execute(
+def _check_artifacts(conn: sqlite3.Connection, runs: Collection[str] | None, report: LedgerReport) -> None:
+    for artifact_id, run_id, path, expected in conn.execute(
         "SELECT id, run_id, path, sha256 FROM artifacts ORDER BY id"
     ):
         if runs is not None and run_id not in runs:
@@ -244,16 +245,12 @@ def verify_ledger(
     """Check everything the ledger can vouch for; ``artifact_runs`` limits the artifacts re-hashed."""
     anchor_list = list(anchors)
     replay = _Replay({a.event_id for a in anchor_list})
-    with store._lock:  # one consistent read of the whole file
-        store.conn.execute("BEGIN")
-        try:
-            chain = verify_chain(replay.watch(iter_event_rows(store.conn)))
-            report = LedgerReport(events_verified=chain.verified, chain_break=chain.broken)
-            if chain.broken is None:
-                _check_rows(store, replay, report)
-                _check_state(store, replay, report)
-            _check_artifacts(store, artifact_runs, report)
-        finally:
-            store.conn.execute("COMMIT")
+    with store.reader() as conn:  # one consistent read of the whole file, beside the store's own connection
+        chain = verify_chain(replay.watch(iter_event_rows(conn)))
+        report = LedgerReport(events_verified=chain.verified, chain_break=chain.broken)
+        if chain.broken is None:
+            _check_rows(conn, replay, report)
+            _check_state(conn, replay, report)
+        _check_artifacts(conn, artifact_runs, report)
     _check_anchors(anchor_list, replay, report)
     return report
