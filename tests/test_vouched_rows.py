@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from planegate.store import Store, verify_ledger
 from planegate.store.chain import GENESIS, canonical_json, chain_hash, event_body
 from planegate.store.schema import migrate
+from planegate.store.vouch import row_content
 from planegate.tools.env import Env
 from planegate.tools.execution.checks import start_checks
 from planegate.tools.execution.dispatch import dispatch_task
@@ -377,3 +378,16 @@ def test_several_processes_writing_vouched_rows_at_once_leave_a_ledger_that_veri
         assert store.scalar("SELECT COUNT(*) FROM events WHERE kind = 'ledger.rows'") == 40  # writes without an event
     assert report.ok, report.problems
     assert report.rows_verified == 121
+
+
+def test_a_row_digest_covers_every_non_null_column_as_canonical_json(tmp_path: Path) -> None:
+    row = {"b": 'é " \\ \n', "a": 1, "n": None, "f": 1.5}
+    assert row_content(row) == canonical_json({"a": 1, "b": 'é " \\ \n', "f": 1.5})
+    assert row_content({"x": b"\x01"}) == canonical_json({"x": {"blob": "01"}})  # a BLOB never equals text
+    with Store(tmp_path / "ledger.db", actor="test") as store:
+        with store.write() as w:
+            w.insert("runs", {**RUN_ROW, "id": 'r-ü "1"'})
+            w.insert("evidence", {**evidence_row(7, 0), "run_id": 'r-ü "1"', "summary": "ok ✓\u2028"})
+            w.event("run.started", run='r-ü "1"', stage_to="draft")
+        assert verify_ledger(store).ok
+        assert store.check_row("runs", store.one("SELECT * FROM runs") or {}) is None
