@@ -171,7 +171,9 @@ class Writer(_Access):
         """Vouch for the rows this transaction wrote in its last event, then chain and insert its events."""
         states = touched_rows(self.conn)
         if states and not self._pending:
-            self.event("ledger.rows")
+            # Rows written with no event of their own (a review's job id, a conversation url).
+            runs = {json.loads(s.content).get("run_id") for s in states if s.content is not None}
+            self.event("ledger.rows", run=runs.pop() if len(runs) == 1 else None)
         if not self._pending:
             return
         last = self._pending[-1]

@@ -75,7 +75,7 @@ def executor_identity(row: dict[str, Any], policy: Policy) -> str:
     return str(row["dispatched_by"] or "agent")
 
 
-def untrusted(env: Env, table: str, rows: list[dict[str, Any]], ledger: list[str]) -> list[dict[str, Any]]:
+def vouched(env: Env, table: str, rows: list[dict[str, Any]], ledger: list[str]) -> list[dict[str, Any]]:
     """``rows`` (full rows of ``table``) that their events vouch for; the others are named in ``ledger``."""
     trusted = []
     for row in rows:
@@ -93,7 +93,7 @@ def requirements_changed_at(env: Env, run: str, served: list[str], ledger: list[
     previous: dict[str, Any] = {}
     versions = env.store.rows("SELECT * FROM requirement_versions WHERE run_id = ? ORDER BY version", (run,))
     if ledger is not None:
-        untrusted(env, "requirement_versions", versions, ledger)
+        vouched(env, "requirement_versions", versions, ledger)
     for version in versions:
         current = {r["id"]: r for r in json.loads(version["body"])}
         if any(current.get(rid) != previous.get(rid) for rid in served):
@@ -131,7 +131,7 @@ def review_facts(
         (run, task, limit),
     )
     if ledger is not None:
-        rows = untrusted(env, "reviews", rows, ledger)
+        rows = vouched(env, "reviews", rows, ledger)
     facts = []
     for row in rows:
         serious = _serious_findings(env, row)
@@ -155,8 +155,8 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
     """Facts for the gates; ``live`` adds what only accepting needs (uncommitted changes)."""
     run, task = run_row["id"], row["id"]
     ledger: list[str] = []
-    untrusted(env, "runs", [run_row], ledger)
-    untrusted(env, "tasks", [row], ledger)
+    vouched(env, "runs", [run_row], ledger)
+    vouched(env, "tasks", [row], ledger)
     policy = env.policy(run_row)
     repo = env.repo(run_row["repo"])
     head = repo.branch_sha(row["branch"]) if row["branch"] else None
@@ -202,7 +202,7 @@ def dependency_states(env: Env, run: str, depends_on: list[str], ledger: list[st
     rows = env.store.rows(
         f"SELECT * FROM tasks WHERE run_id = ? AND id IN ({placeholders(depends_on)})", (run, *depends_on)
     )
-    trusted = {r["id"]: r["status"] for r in untrusted(env, "tasks", rows, ledger)}
+    trusted = {r["id"]: r["status"] for r in vouched(env, "tasks", rows, ledger)}
     found = {r["id"] for r in rows}
     for dep in depends_on:
         if dep not in found:
@@ -224,7 +224,7 @@ def trusted_evidence(env: Env, rows: list[dict[str, Any]], head: str | None, led
     if not used:
         return rows
     checked = rows[: max(used.values()) + 1]
-    trusted = untrusted(env, "evidence", checked, ledger)
+    trusted = vouched(env, "evidence", checked, ledger)
     return trusted + rows[len(checked) :]
 
 

@@ -23,15 +23,15 @@ from ..env import Env
 from ..errors import WrongState
 from ..models import ApprovalResult
 from .accept import checkpoint_anchors
-from .facts import review_facts, trusted_evidence, untrusted
+from .facts import review_facts, trusted_evidence, vouched
 from .gates import GateResult, GatesUnmet, RunFacts, run_gates
 
 
 def run_facts(env: Env, run: str) -> RunFacts:
     run_row = env.run_row(run)
     ledger: list[str] = []
-    untrusted(env, "runs", [run_row], ledger)
-    untrusted(
+    vouched(env, "runs", [run_row], ledger)
+    vouched(
         env,
         "requirement_versions",
         env.store.rows(
@@ -64,7 +64,7 @@ def run_facts(env: Env, run: str) -> RunFacts:
             ledger,
         ),
         release_reviews=review_facts(env, run, None, ledger=ledger),
-        approvals=untrusted(
+        approvals=vouched(
             env,
             "approvals",
             env.store.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id DESC", (run,)),
