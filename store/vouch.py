@@ -104,6 +104,7 @@ def show_key(key: str) -> str:
 
 def install_triggers(conn: sqlite3.Connection) -> None:
     """The per-connection capture of touched rows (TEMP: invisible to every other connection)."""
+    conn.execute("PRAGMA temp_store = MEMORY")  # the notes live only as long as one transaction: no file for them
     statements = [
         f"CREATE TEMP TABLE IF NOT EXISTS {TOUCHED} (tbl TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tbl, key))"
         " WITHOUT ROWID"
