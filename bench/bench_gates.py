@@ -6,10 +6,10 @@ tasks in progress is given what the gates read on a real task — direct evidenc
 so every row is vouched for. Timed, 50 rounds each after warm-ups:
 
 - ``evaluate_task`` for one task (the task gates, as ``get_status`` and ``accept_task`` run them),
-  with the row checks' caches warm (repeated calls), cold (a fresh cache before every call: each
-  vouching event is re-authenticated), and with row checks switched off (the baseline, in the
-  same run);
-- ``get_status(run)`` with and without row checks;
+  with the row checks' caches warm (repeated calls) and with row checks switched off (the
+  baseline), alternating call by call so the machine's load weighs on both alike; and cold (a
+  fresh cache before every call: each vouching event is re-authenticated);
+- ``get_status(run)`` with and without row checks, alternating the same way;
 - the whole-ledger verify that ``accept_run`` adds (one call).
 """
 
@@ -89,19 +89,46 @@ def give_tasks_history(env: Env, run: str, tasks: list[str]) -> None:
                 w.event("review.completed", run=run, task=task, review=f"rv-{task}-{n}")
 
 
-def timed(call: Callable[[], Any], before: Callable[[], None] | None = None) -> tuple[list[float], list[float]]:
+Samples = tuple[list[float], list[float]]
+
+
+def timed(call: Callable[[], Any], before: Callable[[], None] | None = None) -> Samples:
     """Wall-clock and CPU seconds of ``ROUNDS`` calls (CPU time stays readable on a busy machine)."""
     for _ in range(WARMUP):
         call()
-    wall, cpu = [], []
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(ROUNDS):
         if before is not None:
             before()
-        began, began_cpu = time.perf_counter(), time.process_time()
-        call()
-        wall.append(time.perf_counter() - began)
-        cpu.append(time.process_time() - began_cpu)
+        measure(call, wall, cpu)
     return wall, cpu
+
+
+def measure(call: Callable[[], Any], wall: list[float], cpu: list[float]) -> None:
+    began, began_cpu = time.perf_counter(), time.process_time()
+    call()
+    wall.append(time.perf_counter() - began)
+    cpu.append(time.process_time() - began_cpu)
+
+
+def with_and_without_row_checks(call: Callable[[], Any]) -> tuple[Samples, Samples]:
+    """``call`` timed with row checks and without, alternating round by round so that the load of
+    the machine weighs on both alike."""
+    store_check = Store.check_row
+    checked: Samples = ([], [])
+    unchecked: Samples = ([], [])
+    try:
+        for index in range(WARMUP + ROUNDS):
+            for on in (True, False):
+                Store.check_row = store_check if on else lambda self, table, row: None  # type: ignore[method-assign,assignment,misc]
+                if index < WARMUP:
+                    call()
+                else:
+                    measure(call, *(checked if on else unchecked))
+    finally:
+        Store.check_row = store_check  # type: ignore[method-assign]
+    return checked, unchecked
 
 
 def p50_ms(samples: list[float]) -> float:
@@ -142,15 +169,9 @@ def main() -> None:
             def fresh_checker() -> None:
                 env.store.rows_checker = RowChecker()
 
-            warm = timed(one_task)
+            warm, unchecked = with_and_without_row_checks(one_task)
             cold = timed(one_task, fresh_checker)
-            status_checked = timed(lambda: get_status(env, ledger.run))
-            Store.check_row = lambda self, table, row: None  # type: ignore[method-assign,assignment,misc]
-            try:
-                unchecked = timed(one_task)
-                status_unchecked = timed(lambda: get_status(env, ledger.run))
-            finally:
-                Store.check_row = store_check  # type: ignore[method-assign]
+            status_checked, status_unchecked = with_and_without_row_checks(lambda: get_status(env, ledger.run))
             log("the whole-ledger verify accept_run adds …")
             began = time.perf_counter()
             whole = whole_ledger_gate(env, ledger.run)
