@@ -276,7 +276,7 @@ def m004_vouched_rows(db: Database) -> None:
             digest TEXT,
             content TEXT,
             PRIMARY KEY (tbl, key)
-        );
+        ) WITHOUT ROWID;
         """
     )
     moment = dt.datetime.now(dt.UTC)
