@@ -208,9 +208,11 @@ def cache_key(sizes: Sizes) -> str:
     return digest.hexdigest()[:16]
 
 
-def _build(sizes: Sizes, root: Path) -> tuple[str, float]:
+def _build(sizes: Sizes, repo_path: Path) -> tuple[str, float]:
     began = time.perf_counter()
-    repo = make_repo(root / "ledger-repo")
+    if repo_path.exists():
+        shutil.rmtree(repo_path)
+    repo = make_repo(repo_path)
     env = open_env()
     try:
         log(f"building a {sizes.tasks}-task run …")
@@ -246,7 +248,10 @@ def big_ledger(sizes: Sizes, root: Path) -> Ledger:
     home.mkdir(parents=True, exist_ok=True)
     target = home / "ledger.db"
     cached = CACHE_DIR / f"ledger-{sizes.events}-{cache_key(sizes)}.db"
-    if cached.is_file():
+    # The run's repository lives beside the cached ledger: the gates read it (get_status), so it
+    # must outlive the scratch directory the ledger was built in.
+    repo = cached.with_suffix(".repo")
+    if cached.is_file() and repo.is_dir():
         log(f"copying the cached ledger {cached} …")
         shutil.copyfile(cached, target)
         run, verify_s, problem = _check(target, sizes)
@@ -256,13 +261,17 @@ def big_ledger(sizes: Sizes, root: Path) -> Ledger:
         cached.unlink()
         for leftover in home.glob("ledger.db*"):
             leftover.unlink()
-    _, build_s = _build(sizes, root)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    _, build_s = _build(sizes, repo)
     run, verify_s, problem = _check(target, sizes)
     if run is None:
         raise RuntimeError(f"the freshly built ledger does not verify: {problem}")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     for stale in CACHE_DIR.glob(f"ledger-{sizes.events}-*.db*"):
         stale.unlink()  # an older build of the same size, made by older code
+    for stale in CACHE_DIR.glob(f"ledger-{sizes.events}-*.repo"):
+        if stale != repo:
+            shutil.rmtree(stale, ignore_errors=True)
     conn = sqlite3.connect(target)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -60,18 +60,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from planegate.store import verify_ledger
+    from planegate.tools.gates.accept import checkpoint_anchors
     from planegate.tools.gates.approval import verify_signed_approvals
 
     env = _env()
     try:
-        report = verify_ledger(env.store)
+        anchors, notes = checkpoint_anchors(env)
+        report = verify_ledger(env.store, anchors=anchors)
         signed_ok, approval_problems = verify_signed_approvals(env)
     finally:
         env.close()
     path = env.settings.ledger_path
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if report.ok and not approval_problems:
         print(
-            f"ledger ok: {report.events_verified} events verified, "
+            f"ledger ok: {report.events_verified} events verified, {report.rows_verified} rows match their events, "
+            f"{report.anchors_verified} checkpoint tag(s) match the chain, "
             f"{report.artifacts_verified} artifacts re-hashed, {signed_ok} signed approval(s) re-verified ({path})"
         )
         return 0
@@ -80,8 +85,14 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         b = report.chain_break
         print(f"  first broken event: {b.event_id} ({b.kind}): {b.what}", file=sys.stderr)
         print(f"  events before it verified: {report.events_verified}", file=sys.stderr)
-    for problem in [*report.artifact_problems, *report.state_problems, *approval_problems]:
+        print("  (rows are not checked against a broken chain)", file=sys.stderr)
+    for problem in [*report.problems, *approval_problems]:
         print(f"  {problem}", file=sys.stderr)
+    print(
+        "  planegate trusts no gate on rows it cannot vouch for: restore the ledger from a backup "
+        "(or undo the edit) before accepting more work",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -515,10 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         group("ledger", "Inspect the ledger."),
         "verify",
-        "Recompute the event hash chain, re-hash artifacts, and check state against the events.",
+        "Recompute the hash chain and check every row, artifact and checkpoint tag against it.",
         cmd_ledger_verify,
-        "Recompute the event hash chain, re-hash artifacts, and check state against the events. "
-        "Exits 1 and names the first broken event when anything was edited outside planegate.",
+        "Recompute the event hash chain; check every row gates read against the event that vouched for it, "
+        "every task status and run stage against the events, every artifact's sha256, and every run's "
+        "checkpoint tags against the chain. Exits 1 and names each row, event or tag that differs when "
+        "anything was edited outside planegate.",
     )
 
     worker = add(

@@ -31,13 +31,14 @@ def canonical_json(value: Any) -> str:
 _dump_str = json.JSONEncoder(ensure_ascii=False).encode
 
 
+def _body(event_id: int, run: str, task: str, kind: str, actor: str, at: str, payload: str) -> str:
+    """The event body from its fields already encoded as JSON (strings quoted, None as null)."""
+    return f'{{"actor":{actor},"at":{at},"id":{event_id},"kind":{kind},"payload":{payload},"run":{run},"task":{task}}}'
+
+
 def event_body(event_id: int, run: str | None, task: str | None, kind: str, actor: str, at: str, payload: str) -> str:
     """``canonical_json`` of an event whose payload is already canonical JSON text."""
-    return (
-        f'{{"actor":{_dump_str(actor)},"at":{_dump_str(at)},"id":{event_id},'
-        f'"kind":{_dump_str(kind)},"payload":{payload},"run":{_dump_str(run)},'
-        f'"task":{_dump_str(task)}}}'
-    )
+    return _body(event_id, _dump_str(run), _dump_str(task), _dump_str(kind), _dump_str(actor), _dump_str(at), payload)
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
@@ -76,6 +77,10 @@ def verify_chain(rows: Iterable[EventRow]) -> ChainReport:
     prev_hash = GENESIS
     expected_id = 1
     count = 0
+    # Runs, tasks, kinds, actors and times repeat from event to event: encode each once.
+    encoded: dict[str | None, str] = {}
+    known = encoded.get
+    sha256 = hashlib.sha256
     for event_id, run, task, kind, actor, at, payload, stored_prev, stored_hash in rows:
         if event_id != expected_id:
             missing = f"event {expected_id}" if event_id == expected_id + 1 else f"events {expected_id}..{event_id - 1}"
@@ -92,7 +97,19 @@ def verify_chain(rows: Iterable[EventRow]) -> ChainReport:
                     f"prev_hash {stored_prev[:12]}… does not link to the previous event's hash {prev_hash[:12]}…",
                 ),
             )
-        computed = chain_hash(prev_hash, event_body(event_id, run, task, kind, actor, at, payload))
+        if (r := known(run)) is None:
+            r = encoded[run] = _dump_str(run)
+        if (t := known(task)) is None:
+            t = encoded[task] = _dump_str(task)
+        if (k := known(kind)) is None:
+            k = encoded[kind] = _dump_str(kind)
+        if (a := known(actor)) is None:
+            a = encoded[actor] = _dump_str(actor)
+        if (w := known(at)) is None:
+            if len(encoded) > 100_000:
+                encoded.clear()
+            w = encoded[at] = _dump_str(at)
+        computed = sha256((prev_hash + _body(event_id, r, t, k, a, w, payload)).encode()).hexdigest()
         if computed != stored_hash:
             what = _describe_edit(payload, stored_hash, computed)
             return ChainReport(count, prev_hash, ChainBreak(event_id, kind, what))

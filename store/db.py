@@ -7,24 +7,37 @@ before it reads what it is about to change; compare-and-set updates inside it th
 latest committed state and two processes racing for one change give one winner.
 
 Every state change appends its event inside the same transaction (``Writer.event``); a
-transaction that raises is rolled back whole, events included.
+transaction that raises is rolled back whole, events included. Event ids are assigned when
+``Writer.event`` is called, but the events are inserted (and hashed) at commit, so that the last
+one can carry the digests of every vouched row the transaction wrote (``vouch``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
 from .chain import GENESIS, canonical_json, chain_hash, event_body
+from .vouch import (
+    VOUCH_KEY,
+    RowChecker,
+    RowProblem,
+    forget_touched,
+    index_vouches,
+    install_triggers,
+    touched_rows,
+    vouch_payload,
+)
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -73,6 +86,27 @@ class _Access:
         return None if row is None else row[0]
 
 
+class ChainHead(NamedTuple):
+    """The newest event of the chain: its id (0 for an empty ledger) and hash."""
+
+    event_id: int
+    hash: str
+
+
+def _chain_head(conn: sqlite3.Connection) -> ChainHead:
+    last = conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    return ChainHead(int(last[0]), str(last[1])) if last else ChainHead(0, GENESIS)
+
+
+class _Pending(NamedTuple):
+    event_id: int
+    run: str | None
+    task: str | None
+    kind: str
+    text: str  # canonical_json(payload), made when the event is written
+    vouch_last: bool  # no payload key sorts after "vouch": the digests can be appended to the text
+
+
 class Writer(_Access):
     """The handle a write transaction yields: queries, compare-and-set, and events."""
 
@@ -82,6 +116,8 @@ class Writer(_Access):
         self.actor = actor
         self.at = now_iso()
         self.events: list[int] = []
+        self._pending: list[_Pending] = []
+        self._head: ChainHead | None = None  # read at the first event; the write lock keeps it still
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
@@ -117,18 +153,55 @@ class Writer(_Access):
         return cursor.rowcount == 1
 
     def event(self, kind: str, /, *, run: str | None = None, task: str | None = None, **payload: Any) -> int:
-        """Append one event to the chain; returns its id."""
-        last = self.conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        event_id, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        body_payload = canonical_json(payload)
-        digest = chain_hash(prev_hash, event_body(event_id, run, task, kind, self.actor, self.at, body_payload))
-        self.conn.execute(
-            "INSERT INTO events (id, run_id, task_id, kind, actor, at, payload, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, run, task, kind, self.actor, self.at, body_payload, prev_hash, digest),
-        )
+        """Append one event to the chain (written when the transaction commits); returns its id."""
+        if VOUCH_KEY in payload:
+            raise ValueError(f"event payload key {VOUCH_KEY!r} is the ledger's own; name the value otherwise")
+        text = canonical_json(payload)  # a payload that cannot be serialised fails here, where it was made
+        if self._head is None:
+            self._head = _chain_head(self.conn)
+        event_id = self._head.event_id + len(self._pending) + 1
+        self._pending.append(_Pending(event_id, run, task, kind, text, all(key < VOUCH_KEY for key in payload)))
         self.events.append(event_id)
         return event_id
+
+    def chain_head(self) -> ChainHead:
+        """The newest committed event (this transaction's own events are not in the chain yet)."""
+        return _chain_head(self.conn)
+
+    def _commit_events(self) -> None:
+        """Vouch for the rows this transaction wrote in its last event, then chain and insert its events."""
+        states = touched_rows(self.conn)
+        if states and not self._pending:
+            # Rows written with no event of their own (a review's job id, a conversation url).
+            runs = {json.loads(s.content).get("run_id") for s in states if s.content is not None}
+            self.event("ledger.rows", run=runs.pop() if len(runs) == 1 else None)
+        if not self._pending:
+            return
+        last = self._pending[-1]
+        if states:
+            vouch = vouch_payload(states)
+            if last.vouch_last:  # the canonical text of the payload plus one last key, without re-encoding it
+                joint = "," if last.text != "{}" else ""
+                text = f'{last.text[:-1]}{joint}"{VOUCH_KEY}":{canonical_json(vouch)}}}'
+            else:
+                text = canonical_json({**json.loads(last.text), VOUCH_KEY: vouch})
+            self._pending[-1] = last._replace(text=text)
+        assert self._head is not None
+        prev_hash = self._head.hash
+        rows = []
+        for pending in self._pending:
+            body_payload = pending.text
+            event_id, run, task, kind = pending.event_id, pending.run, pending.task, pending.kind
+            digest = chain_hash(prev_hash, event_body(event_id, run, task, kind, self.actor, self.at, body_payload))
+            rows.append((event_id, run, task, kind, self.actor, self.at, body_payload, prev_hash, digest))
+            prev_hash = digest
+        self.conn.executemany(
+            "INSERT INTO events (id, run_id, task_id, kind, actor, at, payload, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        if states:
+            index_vouches(self.conn, last.event_id, states)
 
 
 class Store(_Access):
@@ -155,6 +228,8 @@ class Store(_Access):
 
         with self._locked_transaction():
             migrate(self.db)
+        install_triggers(self.conn)
+        self.rows_checker = RowChecker()
 
     def _set_wal(self) -> None:
         deadline = time.monotonic() + self.busy_timeout_s
@@ -198,9 +273,27 @@ class Store(_Access):
 
     @contextmanager
     def write(self, actor: str | None = None) -> Iterator[Writer]:
-        """One write transaction; the lock is taken before anything is read."""
+        """One write transaction; the lock is taken before anything is read.
+
+        At commit the rows it wrote are vouched for by its last event (see ``vouch``).
+        """
         with self._locked_transaction():
-            yield Writer(self, actor or self.actor)
+            forget_touched(self.conn)
+            writer = Writer(self, actor or self.actor)
+            yield writer
+            writer._commit_events()
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own, reading one consistent state, for long reads (``ledger verify``)
+        that should not hold up this store's other threads."""
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[_Access]:
@@ -226,3 +319,13 @@ class Store(_Access):
 
     def event_count(self) -> int:
         return int(self.scalar("SELECT COALESCE(MAX(id), 0) FROM events"))
+
+    def chain_head(self) -> ChainHead:
+        """The newest event's id and hash: what an anchor outside the file (a tag, a signature) records."""
+        with self._lock:
+            return _chain_head(self.conn)
+
+    def check_row(self, table: str, row: Mapping[str, Any]) -> RowProblem | None:
+        """None when ``row`` (every column of a vouched table's row) is what its event vouched for."""
+        with self._lock:
+            return self.rows_checker.check(self.conn, table, row)

@@ -3,12 +3,21 @@
 Each migration is a named function applied once, in one transaction with its record
 (sqlite-utils ``Migrations``). Never edit or reorder a released migration: add the next one.
 JSON columns hold canonical JSON text.
+
+Rows of the vouched tables (``vouch.VOUCHED``) are vouched for by events. Adding a nullable
+column keeps every vouch valid (NULL columns are not digested); a migration that changes vouched
+rows otherwise (a NOT NULL column with a default, a rewrite of values) must end with
+``vouch_all_rows`` and say in its note why those rows are trusted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from .vouch import vouch_all_rows
 
 migrations = Migrations("planegate")
 
@@ -369,6 +378,31 @@ def m008_test_reports(db: Database) -> None:
         );
         CREATE INDEX test_reports_by_tree ON test_reports (repo, tree, command_sha256, id);
         """
+    )
+
+
+@migrations()
+def m009_vouched_rows(db: Database) -> None:
+    """The index of row vouches; rows that existed before are vouched for by one upgrade event."""
+    db.executescript(
+        """
+        CREATE TABLE row_vouches (
+            tbl TEXT NOT NULL,
+            key TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            digest TEXT,
+            content TEXT,
+            PRIMARY KEY (tbl, key)
+        ) WITHOUT ROWID;
+        """
+    )
+    moment = dt.datetime.now(dt.UTC)
+    vouch_all_rows(
+        db.conn,
+        kind="ledger.rows_vouched_at_upgrade",
+        at=moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
+        note="these rows were written before planegate vouched for rows with events; they are trusted as they "
+        "stood at this upgrade, not as they were first written",
     )
 
 

@@ -61,6 +61,7 @@ def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tm
     assert status is not None
     gates = {g.gate: g.ok for g in status.active[0].gates}
     assert gates == {
+        "ledger": True,
         "dependencies": True,
         "scope": True,
         "budget": True,
@@ -76,7 +77,7 @@ def test_a_task_goes_through_dispatch_checks_red_green_and_accept(repo: Path, tm
     assert accepted.checkpoint == f"planegate/{run}/cp-1"
     assert accepted.unlocked == ["docs"] and accepted.worktree_removed and not worktree.exists()
     integration = git(repo, "rev-parse", f"planegate/{run}/integration")
-    assert integration == accepted.merge_sha == git(repo, "rev-parse", accepted.checkpoint)
+    assert integration == accepted.merge_sha == git(repo, "rev-parse", f"{accepted.checkpoint}^{{commit}}")
     message = git(repo, "log", "-1", "--format=%B", integration)
     assert f"Planegate-Run: {run}" in message and "Planegate-Task: calc" in message
     assert "Planegate-Evidence: " in message

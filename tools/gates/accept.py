@@ -4,9 +4,12 @@
 at once. When they hold it merges the task branch ``--no-ff`` into the integration branch (with
 trailers naming the run, task, evidence and review), tags checkpoint ``planegate/<run>/cp-<n>``,
 marks the task accepted, unlocks its dependents and removes its worktree (kept when the policy
-says ``retain_worktrees``). The merge, the tag and the ledger update happen while holding the
-ledger's write lock, so two sessions accepting at once cannot both merge; a merge that landed
-before a crash is recognised (the head is already in the integration branch) and not repeated.
+says ``retain_worktrees``). The checkpoint tag is annotated and carries the ledger's chain head
+(event id and hash) at acceptance: an anchor outside the ledger file that ``ledger verify``
+checks (``checkpoint_anchors``), so a ledger rewritten after the tag no longer matches it. The
+merge, the tag and the ledger update happen while holding the ledger's write lock, so two
+sessions accepting at once cannot both merge; a merge that landed before a crash is recognised
+(the head is already in the integration branch) and not repeated.
 
 A merge conflict changes nothing in git: the task is set to ``changes_requested`` with the
 conflicting files named, and its branch and worktree are kept.
@@ -18,9 +21,10 @@ tasks accepted after it to ``ready`` (or ``blocked``), keeping their branches an
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from planegate.store import Writer, placeholders
+from planegate.store import Anchor, ChainHead, Writer, placeholders
 
 from ..control.runs import move_task, set_stage
 from ..control.tasks import settle_status
@@ -65,14 +69,73 @@ def _conflict(env: Env, run: str, task: str, status: str, conflicts: list[str]) 
         move_task(w, run, task, status, "changes_requested", "task.merge_conflict", files=conflicts)
 
 
-def _tag(repo: GitRepo, run: str, n: int, sha: str) -> tuple[int, str]:
+_LEDGER_EVENT = "Planegate-Ledger-Event"
+_LEDGER_HASH = "Planegate-Ledger-Hash"
+_ANCHOR_TRAILER = re.compile(rf"^({_LEDGER_EVENT}|{_LEDGER_HASH}):\s*(\S+)\s*$", re.MULTILINE)
+
+
+def _annotated_tag(repo: GitRepo, name: str, sha: str, message: str) -> bool:
+    """Create an annotated tag (planegate's identity as tagger, never signed by the user's config)."""
+    try:
+        repo.git(
+            "-c", "tag.gpgSign=false", "tag", "-a", "--cleanup=verbatim", "-m", message, name, sha,
+            env=repo.identity_env(),
+        )  # fmt: skip
+    except GitError:
+        if repo.rev(f"refs/tags/{name}") is None:
+            raise
+        return False  # another process made it first
+    return True
+
+
+def _tag(repo: GitRepo, run: str, task: str, n: int, sha: str, head: ChainHead) -> tuple[int, str]:
     """Create the checkpoint tag, skipping numbers whose tag exists for another commit."""
     while True:
         name = f"planegate/{run}/cp-{n}"
+        message = f"planegate checkpoint cp-{n} of run {run}: task {task} accepted\n\n" + trailers(
+            {
+                "Planegate-Run": run,
+                "Planegate-Task": task,
+                "Planegate-Checkpoint": f"cp-{n}",
+                _LEDGER_EVENT: head.event_id,
+                _LEDGER_HASH: head.hash,
+            }
+        )
         existing = repo.rev(f"refs/tags/{name}")
-        if existing == sha or (existing is None and repo.tag(name, sha)):
+        if existing == sha or (existing is None and _annotated_tag(repo, name, sha, message)):
             return n, name
         n += 1
+
+
+def checkpoint_anchors(env: Env, runs: list[str] | None = None) -> tuple[list[Anchor], list[str]]:
+    """The chain heads the runs' annotated checkpoint tags record, and notes on what was not read.
+
+    Tags made before checkpoints carried the chain head (lightweight tags) anchor nothing.
+    """
+    rows = env.store.rows("SELECT id, repo FROM runs ORDER BY created_at")
+    anchors: list[Anchor] = []
+    notes: list[str] = []
+    for row in rows:
+        if runs is not None and row["id"] not in runs:
+            continue
+        try:
+            repo = env.repo(row["repo"])
+            listing = repo.git(
+                "for-each-ref", "--format=%(refname:short)%00%(objecttype)%00%(contents)%00",
+                f"refs/tags/planegate/{row['id']}/",
+            )  # fmt: skip
+        except (InvalidInput, GitError) as exc:
+            notes.append(f"run {row['id']}: its checkpoint tags were not checked ({exc})")
+            continue
+        fields = listing.split("\0")
+        for index in range(0, len(fields) - 2, 3):
+            name, kind, contents = fields[index].strip(), fields[index + 1], fields[index + 2]
+            if kind != "tag":
+                continue
+            found = dict(_ANCHOR_TRAILER.findall(contents))
+            if _LEDGER_EVENT in found and _LEDGER_HASH in found and found[_LEDGER_EVENT].isdigit():
+                anchors.append(Anchor(f"tag {name} in {repo.root}", int(found[_LEDGER_EVENT]), found[_LEDGER_HASH]))
+    return anchors, notes
 
 
 def accept_task(env: Env, run: str, task: str) -> AcceptResult:
@@ -168,7 +231,7 @@ def _merge_and_record(
                 raise _MergeConflict(result.conflicts)
             merge_sha, note = result.sha, ""
         n = int(w.scalar("SELECT COALESCE(MAX(n), 0) + 1 FROM checkpoints WHERE run_id = ?", (run,)))
-        n, tag = _tag(repo, run, n, merge_sha)
+        n, tag = _tag(repo, run, task, n, merge_sha, w.chain_head())
         w.insert(
             "checkpoints", {"run_id": run, "n": n, "tag": tag, "sha": merge_sha, "task_id": task, "created_at": w.at}
         )

@@ -10,6 +10,14 @@ shared file (``**/pyproject.toml#tool.pytest``: a dotted key of a TOML or JSON f
 name pattern of an INI-style file). A keyed file counts as changed only when that part differs
 between base and head; a side that cannot be parsed counts as different. Files the test check's
 argv names (``scripts/test.sh``) are harness too.
+
+Ledger rows are trusted only once their vouching event confirms them (``Store.check_row``): the
+run row (its policy snapshot), the task row, its dependencies' rows, the requirement versions,
+the evidence the checks and red→green gates use (and every newer row of the task that could
+have superseded it), and the reviews. A row that does not match is left out of the facts and
+named in ``ledger``, which the ledger gate refuses on. Decisions that rest on the absence of a
+row read vouched rows rather than the tables a deletion could empty: dependencies come from the
+task row's ``depends_on``, open findings from the review row's stored reply.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from planegate.store import placeholders
 
 from ..control.graph import task_declarations
 from ..env import Env
@@ -190,13 +200,26 @@ def executor_identity(
     )
 
 
-def requirements_changed_at(env: Env, run: str, served: list[str]) -> int:
+def vouched(env: Env, table: str, rows: list[dict[str, Any]], ledger: list[str]) -> list[dict[str, Any]]:
+    """``rows`` (full rows of ``table``) that their events vouch for; the others are named in ``ledger``."""
+    trusted = []
+    for row in rows:
+        problem = env.store.check_row(table, row)
+        if problem is None:
+            trusted.append(row)
+        else:
+            ledger.append(problem.short)
+    return trusted
+
+
+def requirements_changed_at(env: Env, run: str, served: list[str], ledger: list[str] | None = None) -> int:
     """The latest requirements version that changed one of ``served`` (1 = as first frozen)."""
     changed_at = 0
     previous: dict[str, Any] = {}
-    for version in env.store.rows(
-        "SELECT version, body FROM requirement_versions WHERE run_id = ? ORDER BY version", (run,)
-    ):
+    versions = env.store.rows("SELECT * FROM requirement_versions WHERE run_id = ? ORDER BY version", (run,))
+    if ledger is not None:
+        vouched(env, "requirement_versions", versions, ledger)
+    for version in versions:
         current = {r["id"]: r for r in json.loads(version["body"])}
         if any(current.get(rid) != previous.get(rid) for rid in served):
             changed_at = version["version"]
@@ -210,17 +233,39 @@ def _recorded_reviewer(row: dict[str, Any]) -> identity.Identity | None:
     return identity.Identity.from_json(recorded["reviewer"]) if recorded else None
 
 
-def review_facts(env: Env, run: str, task: str | None, limit: int = 10) -> list[ReviewFacts]:
+def _serious_findings(env: Env, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Serious findings as the (vouched) review row's stored reply lists them.
+
+    Read from the reply rather than the ``findings`` table, so deleting a finding row cannot open
+    the gate; a reply that is not the stored JSON (a review from before replies were kept whole)
+    falls back to the table.
+    """
+    if row["status"] == "completed" and row["reply"]:
+        try:
+            findings = json.loads(row["reply"]).get("findings")
+        except (ValueError, AttributeError):
+            findings = None
+        if isinstance(findings, list):
+            return [f for f in findings if isinstance(f, dict) and f.get("severity") in SERIOUS]
+    return env.store.rows(
+        "SELECT severity, title, file FROM findings WHERE review_id = ? AND severity IN (?, ?) ORDER BY idx",
+        (row["id"], *SERIOUS),
+    )
+
+
+def review_facts(
+    env: Env, run: str, task: str | None, limit: int = 10, ledger: list[str] | None = None
+) -> list[ReviewFacts]:
+    """The newest reviews; with ``ledger``, only those their events vouch for (problems go there)."""
     rows = env.store.rows(
         "SELECT * FROM reviews WHERE run_id = ? AND task_id IS ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
         (run, task, limit),
     )
+    if ledger is not None:
+        rows = vouched(env, "reviews", rows, ledger)
     facts = []
     for row in rows:
-        serious = env.store.rows(
-            "SELECT severity, title, file FROM findings WHERE review_id = ? AND severity IN (?, ?) ORDER BY idx",
-            (row["id"], *SERIOUS),
-        )
+        serious = _serious_findings(env, row)
         facts.append(
             ReviewFacts(
                 id=row["id"],
@@ -230,7 +275,7 @@ def review_facts(env: Env, run: str, task: str | None, limit: int = 10) -> list[
                 reviewer=row["reviewer"],
                 requirements_version=row["requirements_version"],
                 open_serious=[
-                    f"{f['severity']}: {f['title']}" + (f" ({f['file']})" if f["file"] else "") for f in serious
+                    f"{f['severity']}: {f['title']}" + (f" ({f['file']})" if f.get("file") else "") for f in serious
                 ],
                 identity=_recorded_reviewer(row),
             )
@@ -241,17 +286,13 @@ def review_facts(env: Env, run: str, task: str | None, limit: int = 10) -> list[
 def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool) -> TaskFacts:
     """Facts for the gates; ``live`` adds what only accepting needs (uncommitted changes)."""
     run, task = run_row["id"], row["id"]
+    ledger: list[str] = []
+    vouched(env, "runs", [run_row], ledger)
+    vouched(env, "tasks", [row], ledger)
     policy = env.policy(run_row)
     repo = env.repo(run_row["repo"])
     head = repo.branch_sha(row["branch"]) if row["branch"] else None
-    deps = [
-        (d["id"], d["status"])
-        for d in env.store.rows(
-            "SELECT d.id, d.status FROM task_edges e JOIN tasks d ON d.run_id = e.run_id AND d.id = e.depends_on"
-            " WHERE e.run_id = ? AND e.task_id = ?",
-            (run, task),
-        )
-    ]
+    deps = dependency_states(env, run, json.loads(row["depends_on"]), ledger)
     scan = diff_scan(repo, row["base_sha"], head) if head and row["base_sha"] else None
     diff = scan.diff if scan else None
     integration = repo.branch_sha(run_row["integration_branch"])
@@ -273,14 +314,17 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         base_sha=row["base_sha"] or "",
         files=diff.files if diff else [],
         secrets=scan.secrets if scan else [],
-        evidence=env.store.rows(
-            "SELECT id, kind, label, exit_code, head_sha, summary FROM evidence WHERE run_id = ? AND task_id = ?"
-            " ORDER BY id DESC LIMIT 200",
-            (run, task),
+        evidence=trusted_evidence(
+            env,
+            env.store.rows(
+                "SELECT * FROM evidence WHERE run_id = ? AND task_id = ? ORDER BY id DESC LIMIT 200", (run, task)
+            ),
+            head,
+            ledger,
         ),
         executor_identity=executor.name,
-        reviews=review_facts(env, run, task),
-        requirements_changed_at=requirements_changed_at(env, run, json.loads(row["requirements"])),
+        reviews=review_facts(env, run, task, ledger=ledger),
+        requirements_changed_at=requirements_changed_at(env, run, json.loads(row["requirements"]), ledger),
         merge=merge,
         dirty=dirty,
         executor=executor,
@@ -288,7 +332,42 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         secrets_truncated=scan.truncated if scan else [],
         harness=harness,
         declarations=task_declarations(row),
+        ledger=ledger,
     )
+
+
+def dependency_states(env: Env, run: str, depends_on: list[str], ledger: list[str]) -> list[tuple[str, str]]:
+    """Each dependency named by the (vouched) task row, with its status; a dependency whose row is
+    gone or untrusted counts as not accepted."""
+    if not depends_on:
+        return []
+    rows = env.store.rows(
+        f"SELECT * FROM tasks WHERE run_id = ? AND id IN ({placeholders(depends_on)})", (run, *depends_on)
+    )
+    trusted = {r["id"]: r["status"] for r in vouched(env, "tasks", rows, ledger)}
+    found = {r["id"] for r in rows}
+    for dep in depends_on:
+        if dep not in found:
+            ledger.append(f"tasks {run}/{dep} (a dependency of this task) is missing")
+    return [(dep, trusted.get(dep, "missing" if dep not in found else "untrusted")) for dep in depends_on]
+
+
+def trusted_evidence(env: Env, rows: list[dict[str, Any]], head: str | None, ledger: list[str]) -> list[dict[str, Any]]:
+    """Evidence rows (newest first) with the ones a gate could count confirmed against their events.
+
+    Confirmed: the newest direct row of each kind on ``head`` (what the checks and red→green gates
+    use) and every row newer than the oldest of those, since an edit to a newer row (its head,
+    label or kind) could otherwise hide that it superseded the one used. Rows that fail are dropped.
+    """
+    used: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if row["label"] == "direct" and row["head_sha"] == head and row["kind"] not in used:
+            used[row["kind"]] = index
+    if not used:
+        return rows
+    checked = rows[: max(used.values()) + 1]
+    trusted = vouched(env, "evidence", checked, ledger)
+    return trusted + rows[len(checked) :]
 
 
 def evaluate_task(

@@ -4,9 +4,10 @@ Each gate returns ``GateResult(gate, ok, reason, next_step)``. Nothing here read
 ledger or git: ``facts.py`` gathers what a gate needs, so every gate is testable on its own and
 the same evaluation serves ``get_status`` (shown) and ``accept_*`` (enforced).
 
-Task gates, all on the task's current head commit: dependencies, scope, budget, secrets, checks,
-red_green, tests, review, merge. Run gates: tasks, coverage, checks, release_review, human_approval.
-Only ``direct`` evidence made on the head commit counts; reported evidence never does.
+Task gates, all on the task's current head commit: ledger, dependencies, scope, budget, secrets,
+checks, red_green, tests, review, merge. Run gates: ledger, tasks, coverage, checks, release_review,
+human_approval. Only ``direct`` evidence made on the head commit counts; reported evidence never
+does. The ledger gate holds when every row the other gates read is vouched for by its event.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+from planegate.store import EDITED
 
 from ..errors import PlanegateError
 from ..gitrepo import FileChange, MergeResult
@@ -79,6 +82,21 @@ class TaskFacts:
     secrets_truncated: list[tuple[str, int]] = field(default_factory=list)  # (binary path, full size)
     harness: list[str] = field(default_factory=list)
     declarations: dict[str, Any] = field(default_factory=dict)
+    ledger: list[str] = field(default_factory=list)
+
+
+def ledger_gate(problems: Sequence[str]) -> GateResult:
+    """Refuses when a row the gates read does not match the event that vouched for it."""
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        return GateResult(
+            "ledger",
+            False,
+            f"{shown}; {EDITED}.",
+            "find every edit with `planegate ledger verify`, then restore the ledger from a backup; "
+            "planegate trusts no gate on rows it cannot vouch for",
+        )
+    return GateResult("ledger", True, "every row the gates read matches the event that wrote it")
 
 
 def _call(facts: TaskFacts, tool: str) -> str:
@@ -389,6 +407,7 @@ def conflict_gate(conflicts: list[str]) -> GateResult:
 
 def task_gates(facts: TaskFacts, policy: Policy) -> list[GateResult]:
     return [
+        ledger_gate(facts.ledger),
         dependencies_gate(facts),
         scope_gate(facts, policy),
         budget_gate(facts, policy),
@@ -410,6 +429,7 @@ class RunFacts:
     evidence: list[dict[str, Any]]
     release_reviews: list[ReviewFacts]
     approvals: list[dict[str, Any]]
+    ledger: list[str] = field(default_factory=list)
 
 
 def tasks_gate(facts: RunFacts) -> GateResult:
@@ -509,6 +529,7 @@ def human_gate(facts: RunFacts, policy: Policy) -> GateResult:
 
 def run_gates(facts: RunFacts, policy: Policy) -> list[GateResult]:
     return [
+        ledger_gate(facts.ledger),
         tasks_gate(facts),
         coverage_gate(facts),
         run_checks_gate(facts, policy),

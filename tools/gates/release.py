@@ -7,6 +7,11 @@ approval is a statement signed with the human's SSH key, checked against the all
 committed at the run's base before it is recorded and again every time the gates are evaluated,
 and carried by a signed tag ``planegate/<run>/approved`` (see ``approval``). Either way it is
 bound to the integration head it approved, so a later merge needs a new approval.
+
+The run's ledger gate confirms the rows the run gates read (the run row, the current
+requirements, the run's evidence, the release reviews, the approvals) against their events;
+accepting the run also verifies the whole ledger (``verify_ledger`` with the run's checkpoint
+tags as anchors), so an edit, insertion or deletion anywhere in the ledger refuses it.
 """
 
 from __future__ import annotations
@@ -15,17 +20,31 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from planegate.store import EDITED, verify_ledger
+
 from ..control.runs import current_requirements, set_stage
 from ..env import Env
 from ..errors import Conflict, InvalidInput, PlanegateError, WrongState
 from ..models import ApprovalResult
 from . import approval, signing
-from .facts import review_facts
+from .accept import checkpoint_anchors
+from .facts import review_facts, trusted_evidence, vouched
 from .gates import GateResult, GatesUnmet, RunFacts, run_gates
 
 
 def run_facts(env: Env, run: str) -> RunFacts:
     run_row = env.run_row(run)
+    ledger: list[str] = []
+    vouched(env, "runs", [run_row], ledger)
+    vouched(
+        env,
+        "requirement_versions",
+        env.store.rows(
+            "SELECT * FROM requirement_versions WHERE run_id = ? AND version = ?",
+            (run, run_row["requirements_version"]),
+        ),
+        ledger,
+    )
     head = env.repo(run_row["repo"]).branch_sha(run_row["integration_branch"])
     tasks = env.store.rows(
         "SELECT id, status, cancel_reason, requirements FROM tasks WHERE run_id = ? ORDER BY seq", (run,)
@@ -41,15 +60,52 @@ def run_facts(env: Env, run: str) -> RunFacts:
         tasks=tasks,
         coverage=coverage,
         integration_head=head,
-        evidence=env.store.rows(
-            "SELECT id, kind, label, exit_code, head_sha, summary FROM evidence WHERE run_id = ? AND task_id IS NULL"
-            " ORDER BY id DESC LIMIT 200",
-            (run,),
+        evidence=trusted_evidence(
+            env,
+            env.store.rows(
+                "SELECT * FROM evidence WHERE run_id = ? AND task_id IS NULL ORDER BY id DESC LIMIT 200", (run,)
+            ),
+            head,
+            ledger,
         ),
-        release_reviews=review_facts(env, run, None),
+        release_reviews=review_facts(env, run, None, ledger=ledger),
         approvals=approval.check_approvals(
-            env, run_row, env.store.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id DESC", (run,)), head
+            env,
+            run_row,
+            vouched(
+                env,
+                "approvals",
+                env.store.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id DESC", (run,)),
+                ledger,
+            ),
+            head,
         ),
+        ledger=ledger,
+    )
+
+
+def whole_ledger_gate(env: Env, run: str) -> GateResult:
+    """``ledger verify`` over the whole ledger and the run's checkpoint tags (accepting a run only)."""
+    anchors, _ = checkpoint_anchors(env, [run])
+    report = verify_ledger(env.store, anchors=anchors, artifact_runs={run})
+    if report.ok:
+        return GateResult(
+            "ledger",
+            True,
+            f"ledger verified: {report.events_verified} events, {report.rows_verified} vouched rows, "
+            f"{report.anchors_verified} checkpoint tag(s) match",
+        )
+    found = (
+        [f"the event chain breaks at event {report.chain_break.event_id}: {report.chain_break.what}"]
+        if report.chain_break
+        else []
+    ) + report.problems
+    shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+    return GateResult(
+        "ledger",
+        False,
+        f"ledger verify found {len(found)} problem(s): {shown}; {EDITED}.",
+        "restore the ledger from a backup (or undo the edit), then accept_run again",
     )
 
 
@@ -256,6 +312,10 @@ def accept_run(env: Env, run: str) -> tuple[dict[str, Any], list[GateResult]]:
     unmet = [g for g in gates if not g.ok]
     if unmet:
         raise GatesUnmet(f"accept_run {run!r} refused", unmet)
+    whole = whole_ledger_gate(env, run)
+    if not whole.ok:
+        raise GatesUnmet(f"accept_run {run!r} refused", [whole])
+    gates = [whole if g.gate == "ledger" else g for g in gates]
     with env.write() as w:
         current = env.run_row(run)
         set_stage(
