@@ -175,7 +175,7 @@ ROUNDS = 3  # each round is 8 tasks
 def parallel_repo(path: Path) -> Path:
     policy = (
         "max_parallel = 8\nrequire_review = true\nrequire_red_green = false\nrequire_architecture = true\n\n"
-        f"[checks]\ntest = {json.dumps(PARSE_CHECK)}\n" + review_policy_tail()
+        f"[checks]\nparse = {json.dumps(PARSE_CHECK)}\n" + review_policy_tail()  # a syntax check, not a test suite
     )
     return make_repo(path, {"README.md": "# parallel\n", "src/__init__.py": "", ".planegate/policy.toml": policy})
 

@@ -84,7 +84,7 @@ def test_a_premature_done_is_blocked_with_the_remaining_tasks_and_the_next_call(
         assert blocked(answer), where
         assert answer is not None
         reason = answer["reason"]
-        assert f"run {run}" in reason and "calc in_progress (unmet: checks, merge)" in reason
+        assert f"run {run}" in reason and "calc in_progress (unmet: checks, tests, merge)" in reason, reason
         assert "not dispatched yet: text" in reason and "waiting on dependencies: docs" in reason
         assert f"Next call: {next_action}" in reason
         assert "planegate hook off" in reason

@@ -26,7 +26,14 @@ SCHEMA = DATA / "mcp-registry" / "server.schema.json"
 SCHEMA_SHA256 = "3fba09590c99f61735d234822279f4223fab9e300c0a81e81c91ab62a4114de0"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # planegate sets these for the executors and checks it starts; users do not
-SET_FOR_CHILDREN = {"PLANEGATE_TASK", "PLANEGATE_ENVELOPE", "PLANEGATE_RUN", "PLANEGATE_REVIEW"}
+SET_FOR_CHILDREN = {
+    "PLANEGATE_TASK",
+    "PLANEGATE_ENVELOPE",
+    "PLANEGATE_RUN",
+    "PLANEGATE_REVIEW",
+    "PLANEGATE_TEST_REPORT",
+    "PLANEGATE_TEST_SELECT",
+}
 
 
 def load(name: str) -> Any:

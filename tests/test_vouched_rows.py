@@ -295,7 +295,7 @@ def evidence_row(evidence_id: int, exit_code: int) -> dict[str, object]:
 def test_a_ledger_on_the_m003_schema_is_vouched_for_by_one_upgrade_event(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     db = Database(path)
-    migrate(db, stop_before="m004_vouched_rows")
+    migrate(db, stop_before="m004_review_identity")
     db["runs"].insert({**RUN_ROW, "stage": "draft"})
     db["evidence"].insert(evidence_row(1, 1))
     prev = GENESIS
