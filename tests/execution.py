@@ -81,8 +81,8 @@ def planned_run(env: Env, repo: Path, tasks: list[TaskSpec] | None = None) -> st
     return run
 
 
-def open_env(home: Path, actor: str = "agent:test") -> Env:
-    return Env.open(Settings(home=home, actor=actor, job_lease_s=30))
+def open_env(home: Path, actor: str = "agent:test", **settings: Any) -> Env:
+    return Env.open(Settings(home=home, actor=actor, job_lease_s=30, **settings))
 
 
 def drain(env: Env) -> list[str]:

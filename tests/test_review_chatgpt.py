@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -41,7 +42,9 @@ def approving(prompt: str, files: list[str], turn: int) -> str:
     return f"Looks right.\n\nBEGIN_PLANEGATE_REVIEW\n```json\n{json.dumps(body)}\n```\nEND_PLANEGATE_REVIEW"
 
 
-def chatgpt_setup(tmp_path: Path, fresh_machine: Path, fakechat: FakeChat, review: str = "") -> tuple[Env, str, Path]:
+def chatgpt_setup(
+    tmp_path: Path, fresh_machine: Path, fakechat: FakeChat, review: str = "", **settings: Any
+) -> tuple[Env, str, Path]:
     """A run whose task ``calc`` is finished and checked, reviewed by ``chatgpt`` on the fake site
     (``review``: more ``[review]`` lines for the policy)."""
     fakechat.responder = approving
@@ -52,7 +55,7 @@ def chatgpt_setup(tmp_path: Path, fresh_machine: Path, fakechat: FakeChat, revie
         + f'\n[review]\nreviewer = "chatgpt"\nbase_url = "{fakechat.url}"\nproject = "planegate"\n{review}'
     )
     commit_all(repo, "chatgpt reviews")
-    env = open_env(fresh_machine)
+    env = open_env(fresh_machine, **settings)
     run = planned_run(env, repo)
     finish_calc(env, run)
     return env, run, repo
@@ -179,8 +182,7 @@ def _pending_review(
     tmp_path: Path, fresh_machine: Path, fakechat: FakeChat, monkeypatch: pytest.MonkeyPatch, thinking_s: float
 ) -> tuple[Env, str, str]:
     """A review whose reply is still thinking when its 2 s deadline passes: it becomes pending."""
-    monkeypatch.setenv("PLANEGATE_REVIEW_REREAD_S", "1")
-    env, run, _ = chatgpt_setup(tmp_path, fresh_machine, fakechat, "timeout_s = 2\n")
+    env, run, _ = chatgpt_setup(tmp_path, fresh_machine, fakechat, "timeout_s = 2\n", review_reread_s=1)
     fakechat.variant, fakechat.slow_thinking_s = "slow", thinking_s
     requested = request_review(env, run, "calc")
     assert drain(env) == ["succeeded"]

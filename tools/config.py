@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from planegate.store import Store
 
@@ -44,12 +44,18 @@ class Settings(BaseModel):
     job_lease_s: float = 30.0
     job_poll_s: float = 0.5
     worker_concurrency: int = 4
+    review_reread_s: float = Field(default=120.0, gt=0)  # a pending review is re-read this long after it was last seen
 
     @classmethod
     def from_env(cls, actor: str | None = None) -> Settings:
-        """Settings from the environment: PLANEGATE_HOME, PLANEGATE_JOB_LEASE_S, PLANEGATE_WORKERS."""
+        """Settings from the environment: PLANEGATE_HOME, PLANEGATE_JOB_LEASE_S, PLANEGATE_WORKERS,
+        PLANEGATE_REVIEW_REREAD_S."""
         values: dict[str, object] = {"home": planegate_home(), "actor": actor or f"user:{os_user()}"}
-        for name, key in (("PLANEGATE_JOB_LEASE_S", "job_lease_s"), ("PLANEGATE_WORKERS", "worker_concurrency")):
+        for name, key in (
+            ("PLANEGATE_JOB_LEASE_S", "job_lease_s"),
+            ("PLANEGATE_WORKERS", "worker_concurrency"),
+            ("PLANEGATE_REVIEW_REREAD_S", "review_reread_s"),
+        ):
             if os.environ.get(name):
                 values[key] = os.environ[name]
         return cls.model_validate(values)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import secrets
 import threading
 import time
@@ -71,7 +70,6 @@ SCHEMA_EXAMPLE = (
 )
 PACKET_FILES = ("envelope.md", "requirements.md", "evidence.md", "tests.md", "diff.patch")
 UNDER_WAY = ("queued", "running", "waiting", "pending")
-REREAD_ENV = "PLANEGATE_REVIEW_REREAD_S"
 MIN_PENDING_WINDOW_S = 3600.0
 PROGRESS_EVERY_S = 30.0  # a review's progress is written at least this often while it is waited for
 
@@ -304,20 +302,6 @@ def repair_prompt(problem: str, nonce: str) -> str:
     )
 
 
-def reread_delay_s() -> float:
-    """Seconds between re-reads of a pending review (``PLANEGATE_REVIEW_REREAD_S``, default 120)."""
-    raw = os.environ.get(REREAD_ENV, "").strip()
-    if not raw:
-        return 120.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise InvalidInput(f"{REREAD_ENV}={raw!r} is not a positive number of seconds; set it to e.g. 120 or unset it")
-    return value
-
-
 def _progress_text(p: Progress) -> str:
     """Liveness only: what the page shows, never what the model reasons."""
     minutes = int(p.elapsed_s // 60)
@@ -516,7 +500,7 @@ def _pending(
         raise ReviewError(f"review {row['id']} failed: {error}")
     text = progress or f"ChatGPT is still {exc.status}"
     with env.write(actor=actor) as w:
-        after = now_iso(reread_delay_s())
+        after = now_iso(env.settings.review_reread_s)
         w.execute(
             "UPDATE reviews SET status = 'pending', conversation_url = ?, progress = ?, progress_at = ?,"
             " pending_since = COALESCE(pending_since, ?), reread_after = ? WHERE id = ?",
