@@ -168,9 +168,10 @@ def test_a_failing_run_is_summarized_with_its_error(tmp_path: Path) -> None:
 
 def test_a_slow_fake_is_stopped_at_the_deadline(tmp_path: Path) -> None:
     worktree = make_repo(tmp_path / "wt")
-    result = run_fake(tmp_path, argv_for(worktree), {"sleep_s": 30}, timeout_s=0.5, grace_s=1.0)
+    # 5 s leaves a loaded machine time to start Python and print the first events; the fake would sleep 30
+    result = run_fake(tmp_path, argv_for(worktree), {"sleep_s": 30}, timeout_s=5.0, grace_s=1.0)
     assert result.timed_out
-    assert result.duration_s < 3.0
+    assert result.duration_s < 15.0
     assert parse_codex_events(result.stdout_path).event_counts == {"thread.started": 1, "turn.started": 1}
 
 
