@@ -423,6 +423,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
         def register(fn: F) -> F:
             built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built.description = " ".join(built.description.split())  # a docstring's indentation is not content
             built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
             built.fn_metadata = ReplyMetadata.replacing(built.name, built.fn_metadata, holder)
             built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
@@ -510,9 +511,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             Literal["agent", "command", "codex"], Field(description="agent: you work in the worktree yourself")
         ] = "agent",
     ) -> DispatchResult:
-        """Create the task's worktree and branch from the integration head, write its envelope, take a lease.
-
-        The lease lasts the policy's lease time and is renewed by run_checks; a command/codex executor runs as a job."""
+        """Make the task's worktree and branch from the integration head, write its envelope, take a lease
+        (run_checks renews it). A command/codex executor runs as a job."""
         from planegate.tools.execution.dispatch import dispatch_task as dispatch
 
         result = call(dispatch, env(ctx), run, task, executor)
@@ -550,8 +550,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         checks: Annotated[list[str] | None, Field(description="default: every policy check")] = None,
     ) -> ChecksResult:
         """The server runs the policy's checks on the head commit and records direct evidence.
-
-        Waits up to ~45 s with progress, then returns a job id for get_job (or an MCP task at once)."""
+        Waits up to ~45 s, then returns a job id for get_job."""
         from planegate.tools.execution.checks import checks_result, start_checks
 
         job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
@@ -565,11 +564,9 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     async def get_job(
         job: int,
         ctx: Context,
-        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+        wait_seconds: Annotated[float, Field(ge=0, le=45)] = 30,
     ) -> JobResult:
-        """A job's state (checks, executor, review); waits up to wait_seconds for it to finish.
-
-        Job ids stay valid for the ledger's life."""
+        """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
         from planegate.tools.execution.jobview import job_result
 
         if tasks.requested(ctx):
@@ -593,9 +590,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         task: Annotated[str | None, Field(description="the task to review")] = None,
         release: Annotated[bool, Field(description="review base..integration once all tasks are done")] = False,
     ) -> ReviewRequestResult:
-        """Send the task's verified change (or the whole run) to the second-model reviewer; returns a review id.
-
-        Review ids stay valid for the ledger's life."""
+        """Send the task's verified change (or the whole run) to the second-model reviewer; returns a review id."""
         from planegate.tools.review.review import request_review as request
 
         result = call(request, env(ctx), run, task, release)
@@ -608,7 +603,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     async def get_review(
         review: str,
         ctx: Context,
-        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+        wait_seconds: Annotated[float, Field(ge=0, le=45)] = 30,
     ) -> ReviewResult:
         """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
         from planegate.tools.review.review import pick_up_pending, review_result

@@ -8,7 +8,8 @@ nested model under ``$defs`` even when one property uses it. Dropping the titles
 A ``default: null`` says no more than leaving the property out of ``required``, and a nullable
 array or object is one schema whose ``type`` admits null. Output schemas lose more: ``required``,
 ``default`` and ``enum`` (a result always carries every field, so these tell a client nothing the
-result does not show; the states a field takes are named in its description where they matter).
+result does not show; the states a field takes are named in its description where they matter),
+and a nested ``type`` that its ``items`` or ``properties`` already implies.
 Input schemas keep them: they say what a caller may send and leave out.
 """
 
@@ -29,7 +30,49 @@ def compact_schema(schema: dict[str, Any] | None, *, output: bool = False) -> di
         return None
     result = _walk(_inline_single_use(schema), output)
     assert isinstance(result, dict)
+    if output:
+        result = {**_implied_types(result), "type": result.get("type", "object")}
+    else:
+        result = {
+            **_nested_strictness_dropped(result),
+            **({"additionalProperties": False} if "additionalProperties" in result else {}),
+        }
     return result
+
+
+def _nested_strictness_dropped(node: Any) -> Any:
+    """Without ``additionalProperties: false`` below the top: the server refuses an unknown key at
+    any depth with an error naming it, so one statement at the top is enough for the schema."""
+    if isinstance(node, list):
+        return [_nested_strictness_dropped(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: _nested_strictness_dropped(value) if key not in _VALUES else value
+        for key, value in node.items()
+        if not (key == "additionalProperties" and value is False)
+    }
+
+
+_IMPLIED = {"object": ("properties", "additionalProperties"), "array": ("items",)}
+
+
+def _implied_types(node: Any) -> Any:
+    """Without a ``type`` its shape keyword already states (``items`` → array, ``properties`` →
+    object); a nullable type stays, it says more than the shape."""
+    if isinstance(node, list):
+        return [_implied_types(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: (_implied_types(value) if key not in _VALUES else value) for key, value in node.items()}
+    if key_implied(out):
+        del out["type"]
+    return out
+
+
+def key_implied(node: dict[str, Any]) -> bool:
+    kind = node.get("type")
+    return isinstance(kind, str) and any(key in node for key in _IMPLIED.get(kind, ()))
 
 
 def _refs(node: Any, counts: dict[str, int]) -> None:

@@ -26,7 +26,6 @@ class Link(BaseModel):
     bytes: int | None = None
 
 
-LINKS_DESCRIPTION = "uri -> name, read with resources/read"
 
 
 def set_links(result: Any, links: list[Link]) -> None:
@@ -236,10 +235,10 @@ class DispatchResult(BaseModel):
     lease_expires: str
     executor: Executor
     job: int | None = Field(default=None, description="executor job id (command/codex)")
-    job_state: str | None = Field(default=None, description="the executor job's state when it was last looked at")
+    job_state: str | None = None
     taken_over: bool = False
     envelope_path: str
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
@@ -291,7 +290,7 @@ class ChecksResult(BaseModel):
     all_passed: bool | None = None
     progress: str | None = None
     error: str | None = None
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
@@ -325,9 +324,9 @@ class JobResult(BaseModel):
     progress: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
-    checks: list[CheckLine] | None = Field(default=None, description="for a checks job: its evidence")
+    checks: list[CheckLine] | None = None
     all_passed: bool | None = None
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
@@ -340,7 +339,7 @@ class CancelJobResult(BaseModel):
     state: Literal["cancelled"]
     was: str = Field(description="its state before: queued, running or cancelled")
     reason: str
-    stopped: list[str] = Field(default_factory=list, description="what happened to its processes")
+    stopped: list[str] = Field(default_factory=list)
     next_step: str
 
 
@@ -354,7 +353,7 @@ class ReviewRequestResult(BaseModel):
     job: int | None
     packet: str = Field(description="folder holding the packet files and prompt")
     verdict: str | None = None
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
@@ -370,9 +369,9 @@ class FindingLine(BaseModel):
 class ReviewResult(BaseModel):
     review: str
     run: str
-    task: str | None = Field(description="null for the release review")
+    task: str | None = Field(description="null: the release review")
     state: str = Field(
-        description="queued, running, waiting, pending (sent, the reply still coming), completed, incomplete, failed"
+        description="queued, running, waiting, pending (reply still coming), completed, incomplete, failed"
     )
     reviewer: str
     verdict: str | None
@@ -384,9 +383,9 @@ class ReviewResult(BaseModel):
     requirements: dict[str, str] = Field(description="requirement id -> met, partial or unmet")
     conversation_url: str | None
     error: str | None
-    progress: str | None = Field(default=None, description="liveness of a reply still coming")
-    notes: list[str] = Field(default_factory=list, description="the reviewer's notes, e.g. an unverified model")
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    progress: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
@@ -410,6 +409,6 @@ class AcceptRunResult(BaseModel):
     gates: list[GateLine]
     report: str = Field(description="markdown report, usable as a pull-request body")
     report_html: str
-    links: dict[str, str] = Field(default_factory=dict, description=LINKS_DESCRIPTION)
+    links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
