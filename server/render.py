@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from planegate.tools.models import Link, StatusResult, link_details
 
-JSON_IN_TEXT = 2_000
+JSON_IN_TEXT = 1_000
 """Compact JSON of a result up to this many bytes is appended to the text; a bigger one is not."""
 LINES_SHOWN = 8
 
@@ -119,8 +119,6 @@ def summary(tool: str, result: BaseModel) -> str:
     step = getattr(result, "next_step", None) or getattr(result, "next_action", None)
     if step:
         lines.append(f"next: {step}")
-    for link in link_details(result):
-        lines.append(f"link: {link.name} {link.uri}")
     return f"{tool}: " + "\n".join(lines) if lines else tool
 
 
@@ -137,6 +135,7 @@ def reply(tool: str, result: BaseModel, structured: dict[str, Any]) -> CallToolR
     if len(compact) <= JSON_IN_TEXT:
         text += "\n" + compact
     else:
+        text += "".join(f"\nlink: {link.name} {link.uri}" for link in link_details(result))
         text += f"\n(the whole result, {len(_compact(structured))} bytes of JSON, is the structured content)"
     content: list[Any] = [TextContent(type="text", text=text)]
     content += [resource_link(link) for link in link_details(result)]

@@ -72,6 +72,10 @@ class GetTaskResult(Result):
     error: dict[str, Any] | None = None
 
 
+class CancelTaskResult(Result):
+    result_type: Literal["complete"] = "complete"
+
+
 class GetTaskRequest(Request[TaskIdParams, Literal["tasks/get"]]):
     method: Literal["tasks/get"] = "tasks/get"
     params: TaskIdParams
@@ -157,7 +161,7 @@ class Tasks(Extension):
             status=snap.status,
             status_message=snap.message,
             created_at=row["created_at"],
-            last_updated_at=snap.updated_at,
+            last_updated_at=max(snap.updated_at, row["created_at"]),
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ class Tasks(Extension):
             status=snap.status,
             status_message=snap.message,
             created_at=row["created_at"],
-            last_updated_at=snap.updated_at,
+            last_updated_at=max(snap.updated_at, row["created_at"]),
             result=self._final(env, row) if snap.status == "completed" else None,
         )
 

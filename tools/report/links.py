@@ -33,7 +33,7 @@ from ..models import (
 SUMMARY_CHARS = 600
 DETAIL_CHARS = 500
 FINDINGS_SHOWN = 25
-LINKS_SHOWN = 16
+LINKS_SHOWN = 8
 
 _MIME = {
     ".md": "text/markdown",
@@ -63,24 +63,25 @@ def is_text(mime: str) -> bool:
     return mime.startswith("text/") or mime in ("application/json", "application/jsonl", "application/xml")
 
 
+# A review's packet parts are all inside prompt.md; linking each would only repeat it.
+PACKET_PARTS = {"envelope.md", "requirements.md", "evidence.md", "tests.md", "prompt-attached.md"}
+
+
 def artifact_links(env: Env, run: str, owners: list[str]) -> list[Link]:
-    """Links to the artifacts of ``owners`` (``evidence:12``, ``review:rv-…``, ``job:7``), in order."""
+    """Links to the non-empty artifacts of ``owners`` (``evidence:12``, ``review:rv-…``, ``job:7``),
+    in the owners' order, at most ``LINKS_SHOWN``."""
     if not owners:
         return []
     rows = env.store.rows(
         f"SELECT id, owner, name, bytes FROM artifacts WHERE run_id = ? AND owner IN ({placeholders(owners)})"
-        " ORDER BY id",
+        " AND bytes > 0 ORDER BY id",
         (run, *owners),
     )
     rank = {owner: i for i, owner in enumerate(owners)}
+    rows = [r for r in rows if not (r["owner"].startswith("review:") and r["name"] in PACKET_PARTS)]
     rows.sort(key=lambda r: (rank[r["owner"]], r["id"]))
     return [
-        Link(
-            uri=artifact_uri(run, r["id"]),
-            name=f"{r['name']} ({r['owner']})",
-            mime_type=mime_type(r["name"]),
-            bytes=r["bytes"],
-        )
+        Link(uri=artifact_uri(run, r["id"]), name=r["name"], mime_type=mime_type(r["name"]), bytes=r["bytes"])
         for r in rows[:LINKS_SHOWN]
     ]
 
@@ -94,7 +95,9 @@ def attach_links(env: Env, result: Any) -> Any:
     artifacts hold in full (a check's summary, a finding's detail). Returns ``result``."""
     if isinstance(result, ChecksResult) or (isinstance(result, JobResult) and result.checks):
         lines = result.results if isinstance(result, ChecksResult) else (result.checks or [])
-        set_links(result, artifact_links(env, result.run, [f"evidence:{line.evidence}" for line in lines]))
+        # The logs of what failed come first: those are the ones to read.
+        ordered = sorted(lines, key=lambda line: line.exit_code == 0 and line.label == "direct")
+        set_links(result, artifact_links(env, result.run, [f"evidence:{line.evidence}" for line in ordered]))
         for line in lines:
             line.summary = _cut(line.summary, SUMMARY_CHARS)
     elif isinstance(result, JobResult):
