@@ -116,7 +116,8 @@ class ReplyMetadata(FuncMetadata):
         arguments_to_pass_directly: dict[str, Any] | None = None,
     ) -> Any:
         result = await super().call_fn(fn, fn_is_async, arguments, arguments_to_pass_directly)
-        if isinstance(result, BaseModel) and not isinstance(result, Result) and self._holder is not None:
+        linkable = isinstance(result, BaseModel) and "links" in type(result).model_fields
+        if linkable and not isinstance(result, Result) and self._holder is not None:
             from planegate.tools.report.links import attach_links
 
             await anyio.to_thread.run_sync(attach_links, self._holder.get(), result)

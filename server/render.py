@@ -131,12 +131,13 @@ def resource_link(link: Link) -> ResourceLink:
 def reply(tool: str, result: BaseModel, structured: dict[str, Any]) -> CallToolResult:
     """The ``CallToolResult`` for ``result`` (already validated and dumped as ``structured``)."""
     text = summary(tool, result)
-    compact = _compact(_drop_empty(structured))
-    if len(compact) <= JSON_IN_TEXT:
+    size = len(result.model_dump_json())  # the serializer's own pass: cheap even for a big status
+    compact = _compact(_drop_empty(structured)) if size <= 2 * JSON_IN_TEXT else None
+    if compact is not None and len(compact) <= JSON_IN_TEXT:
         text += "\n" + compact
     else:
         text += "".join(f"\nlink: {link.name} {link.uri}" for link in link_details(result))
-        text += f"\n(the whole result, {len(_compact(structured))} bytes of JSON, is the structured content)"
+        text += f"\n(the whole result, {size} bytes of JSON, is the structured content)"
     content: list[Any] = [TextContent(type="text", text=text)]
     content += [resource_link(link) for link in link_details(result)]
     return CallToolResult(content=content, structured_content=structured)

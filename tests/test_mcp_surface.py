@@ -244,3 +244,24 @@ async def test_tasks_over_the_real_stdio_server(tmp_path: Path, fresh_machine: P
             assert checks["state"] == "succeeded" and checks["all_passed"] is True
             assert "not found" in await refused(client, "get_job", job=424242)
     assert len(created) == 2 and all(h.status == "working" for h in created)
+
+
+async def test_tools_list_is_stable_and_the_handles_lifetimes_are_stated(fresh_machine: Path) -> None:
+    listings = []
+    for _ in range(2):
+        app = server(fresh_machine)
+        async with Client(app) as client:
+            listings.append((await client.list_tools()).model_dump(by_alias=True, mode="json", exclude_none=True))
+            instructions = client.instructions or ""
+        app.env_holder.close()
+    assert listings[0] == listings[1]  # same order, same bytes
+    names = [t["name"] for t in listings[0]["tools"]]
+    assert names[:4] == ["start_run", "freeze_requirements", "freeze_architecture", "register_graph"]
+    assert next(t for t in listings[0]["tools"] if t["name"] == "get_status")["_meta"] == {
+        "ui": {"resourceUri": "ui://planegate/run"}
+    }
+    for said in ("Job ids", "review ids", "as long as the ledger", "task id", "Links", "sha256", "30 days"):
+        assert said in instructions, said
+    assert "Waits up to ~45 s, then returns a job id for get_job" in next(
+        t["description"] for t in listings[0]["tools"] if t["name"] == "run_checks"
+    )
