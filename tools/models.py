@@ -26,8 +26,6 @@ class Link(BaseModel):
     bytes: int | None = None
 
 
-
-
 def set_links(result: Any, links: list[Link]) -> None:
     """Name ``links`` in ``result.links`` and keep their details for the reply's link blocks."""
     result.links = {link.uri: link.name for link in links}
