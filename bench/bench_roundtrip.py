@@ -65,11 +65,12 @@ TASK_CASES = [
 TASK = "app"
 
 
-def time_calls(server: StdioServer, case: Case, fixture: Fixture, calls: int) -> tuple[list[float], int]:
-    """Round-trip times of ``calls`` timed calls (after a warm-up), and the response size."""
+def time_calls(server: StdioServer, case: Case, fixture: Fixture, calls: int) -> tuple[list[float], int, int]:
+    """Round-trip times of ``calls`` timed calls (after a warm-up), the response size and the bytes
+    of its text blocks (the compact reply: a summary, not a second copy of the result)."""
     arguments = dict(case.arguments(fixture))
     samples: list[float] = []
-    size = 0
+    size = text = 0
     for index in range(WARMUP + calls):
         request_id, message = server.request_line("tools/call", {"name": case.tool, "arguments": arguments})
         line = encode(message)
@@ -87,7 +88,8 @@ def time_calls(server: StdioServer, case: Case, fixture: Fixture, calls: int) ->
         if index >= WARMUP:
             samples.append(ended - began)
             size = len(answer)
-    return samples, size
+            text = sum(len(b.get("text", "").encode()) for b in parsed["result"].get("content", []))
+    return samples, size, text
 
 
 def call_tool(server: StdioServer, tool: str, arguments: Mapping[str, Any]) -> Any:
@@ -110,8 +112,8 @@ def dispatch_fixture(server: StdioServer, fixture: Fixture) -> Fixture:
 
 def measure(server: StdioServer, cases: list[Case], fixture: Fixture, calls: int, results: dict[str, Any]) -> None:
     for case in cases:
-        samples, size = time_calls(server, case, fixture, calls)
-        results[case.name] = {**summary_ms(samples), "response_bytes": size}
+        samples, size, text = time_calls(server, case, fixture, calls)
+        results[case.name] = {**summary_ms(samples), "response_bytes": size, "text_bytes": text}
         log(f"{case.name}: p50 {results[case.name]['p50_ms']} ms, p99 {results[case.name]['p99_ms']} ms")
 
 

@@ -1,4 +1,4 @@
-"""Bytes a client receives for ``tools/list`` (DESIGN §8: ≤ 24 KB), plus resources and prompts.
+"""Bytes a client receives for ``tools/list`` (≤ 20 KB with every tool, issue 12), plus resources and prompts.
 
 Measured twice: in memory through ``mcp.Client(build_server(...))`` (handshake era, the result
 re-serialised the way the server puts it on the wire: by alias, only the fields that were set),
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from planegate.server.app import build_server
 from planegate.tools.config import Settings
 
-TARGET_BYTES = 24 * 1024
+TARGET_BYTES = 20 * 1024
 TIMEOUT_S = 60
 PARTS = ("description", "inputSchema", "outputSchema")
 LISTS = {
@@ -105,7 +105,7 @@ def main() -> None:
             "bytes_by_part": parts,
             "per_tool_bytes": per_tool,
             "headroom_bytes": TARGET_BYTES - tools_bytes,
-            "target": f"tools/list result ≤ {TARGET_BYTES} bytes (24 KB)",
+            "target": f"tools/list result ≤ {TARGET_BYTES} bytes (20 KB)",
             "meets_target": max(memory_sizes["tools/list"], tools_bytes) <= TARGET_BYTES,
         }
     )

@@ -10,6 +10,7 @@ bridge are loaded.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import threading
@@ -22,11 +23,14 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import anyio
 import anyio.to_thread
+from mcp.server.apps import APP_MIME_TYPE, Apps
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.resources import FunctionResource, ResourceTemplate
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp_types import CallToolResult, InputRequiredResult, Result, ToolAnnotations
+from pydantic import BaseModel, Field, PrivateAttr
 
 from planegate.tools.config import Settings
 from planegate.tools.models import (
@@ -51,7 +55,8 @@ from planegate.tools.models import (
     TaskSpec,
 )
 
-from . import __version__
+from . import __version__, tasks
+from .render import reply
 from .schema import compact_schema
 
 T = TypeVar("T")
@@ -62,7 +67,12 @@ INSTRUCTIONS = (
     "register a task graph, dispatch each task into its own git worktree, and accept work only with "
     "server-run evidence on the current commit, an approving review and a human's yes. "
     "Call get_status first; every answer ends with the next sensible call. Read the `orchestrate` "
-    "prompt for the full runbook."
+    "prompt for the full runbook. Handles: `run` is the id start_run returns and `task` an id from your "
+    "graph; both last as long as the run. Job ids (run_checks, dispatch_task) and review ids "
+    "(request_review) stay valid as long as the ledger. Links (planegate://runs/...) are read with "
+    "resources/read for as long as the ledger keeps the file; each read is checked against its recorded "
+    "sha256. A client that declares the MCP tasks extension gets a task id instead of waiting; it maps to "
+    "one job or review and is kept at least 30 days."
 )
 
 
@@ -74,8 +84,53 @@ class SignedApprovalNotice(BaseModel):
     understood: bool = Field(default=True, description="I will run the planegate approve command in my own terminal")
 
 
-RunId = Annotated[str, Field(description="run id from start_run")]
-TaskId = Annotated[str, Field(description="task id from the graph")]
+# Every tool takes these; what they are is said once, in the server's instructions.
+RunId = str
+TaskId = str
+
+
+class ReplyMetadata(FuncMetadata):
+    """How planegate's tools answer (``render.reply``): a short text, the result as structured
+    content, and a resource link for each big payload, which ``tools.report.links`` attaches to
+    the result (off the event loop) before it is rendered."""
+
+    _tool: str = PrivateAttr(default="")
+    _holder: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def replacing(cls, tool: str, metadata: FuncMetadata, holder: Any) -> ReplyMetadata:
+        made = cls(
+            arg_model=metadata.arg_model,
+            output_schema=metadata.output_schema,
+            output_model=metadata.output_model,
+            wrap_output=metadata.wrap_output,
+        )
+        made._tool, made._holder = tool, holder
+        return made
+
+    async def call_fn(
+        self,
+        fn: Callable[..., Any],
+        fn_is_async: bool,
+        arguments: dict[str, Any],
+        arguments_to_pass_directly: dict[str, Any] | None = None,
+    ) -> Any:
+        result = await super().call_fn(fn, fn_is_async, arguments, arguments_to_pass_directly)
+        linkable = isinstance(result, BaseModel) and "links" in type(result).model_fields
+        if linkable and not isinstance(result, Result) and self._holder is not None:
+            from planegate.tools.report.links import attach_links
+
+            await anyio.to_thread.run_sync(attach_links, self._holder.get(), result)
+        return result
+
+    def convert_result(self, result: Any) -> CallToolResult | InputRequiredResult:
+        if isinstance(result, tasks.CreateTaskResult):
+            return result  # type: ignore[return-value]  # the extension's claimed shape goes out as is
+        if isinstance(result, BaseModel) and not isinstance(result, Result) and self.output_model is not None:
+            adapter = self._output_adapter(self.output_model)
+            validated = adapter.validate_python(result, by_alias=True, by_name=True)
+            return reply(self._tool, validated, validated.model_dump(mode="json", by_alias=True))
+        return super().convert_result(result)
 
 
 class StrictTool(Tool):
@@ -105,8 +160,13 @@ def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str
 
 
 def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+    """The hints that differ from the spec's defaults (not read-only, destructive, not idempotent,
+    open world): the rest would be bytes in every ``tools/list`` saying what a client assumes."""
     return ToolAnnotations(
-        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
+        read_only_hint=True if read_only else None,
+        destructive_hint=False if not read_only and not destructive else None,
+        idempotent_hint=True if idempotent else None,
+        open_world_hint=False,
     )
 
 
@@ -252,6 +312,99 @@ def tell_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Eli
     return Elicit(ask.question, SignedApprovalNotice) if ask is not None and ask.mode == "signed" else None
 
 
+RUN_VIEW_URI = "ui://planegate/run"
+
+
+def run_view_page(env: Any) -> str:
+    """The MCP App page, holding the newest run's view until the host hands it a get_status result."""
+    from planegate.tools.report.view import newest_run, run_view, view_page
+
+    run = newest_run(env)
+    return view_page(run_view(env, run) if run else None, mode="app")
+
+
+class ArtifactTemplate(ResourceTemplate):
+    """The artifact template: each read is served with the MIME type its artifact's name says
+    (a plain template has one fixed type for every read)."""
+
+    async def create_resource(self, uri: str, params: dict[str, Any], context: Any) -> Any:
+        content, mime = await anyio.to_thread.run_sync(lambda: self.fn(**params))
+        return FunctionResource(
+            uri=uri, name=self.name, description=self.description, mime_type=mime, fn=lambda: content
+        )
+
+
+def artifact_content(holder: EnvHolder, run: str, artifact: str) -> tuple[str | bytes, str]:
+    """An artifact the tools link to (check log, review packet or reply, executor output), re-hashed
+    against the sha256 the ledger recorded: text for a text type, bytes otherwise."""
+    from planegate.tools.errors import PlanegateError
+    from planegate.tools.report.links import is_text, read_artifact
+
+    try:
+        data, mime = read_artifact(holder.get(), run, artifact)
+    except PlanegateError as exc:
+        raise ResourceError(str(exc)) from exc
+    if is_text(mime):
+        try:
+            return data.decode("utf-8"), mime
+        except UnicodeDecodeError:
+            return data, "application/octet-stream"
+    return data, mime
+
+
+def task_finishers() -> dict[str, tasks.Finisher]:
+    """For each tool that can answer with an MCP task: its final result once the work ended, the
+    same answer the tool gives when called again then (links attached, long texts cut)."""
+
+    def linked(finish: Callable[[Any, dict[str, Any]], BaseModel]) -> tasks.Finisher:
+        def run(env: Any, row: dict[str, Any]) -> BaseModel:
+            from planegate.tools.report.links import attach_links
+
+            result: BaseModel = attach_links(env, call(finish, env, row))
+            return result
+
+        return run
+
+    def checks(env: Any, row: dict[str, Any]) -> BaseModel:
+        from planegate.tools.execution.checks import checks_result
+
+        return checks_result(env, row["job_id"])
+
+    def job(env: Any, row: dict[str, Any]) -> BaseModel:
+        from planegate.tools.execution.jobview import job_result
+
+        return job_result(env, row["job_id"])
+
+    def review(env: Any, row: dict[str, Any]) -> BaseModel:
+        from planegate.tools.review.review import review_result
+
+        return review_result(env, row["review_id"])
+
+    def requested(env: Any, row: dict[str, Any]) -> BaseModel:
+        from planegate.tools.review.review import review_request_result, review_result
+
+        ended = review_result(env, row["review_id"])
+        result = review_request_result(env, row["review_id"])
+        result.verdict, result.next_step = ended.verdict, ended.next_step
+        return result
+
+    def dispatched(env: Any, row: dict[str, Any]) -> BaseModel:
+        from planegate.tools.execution.jobview import job_result
+
+        result = DispatchResult.model_validate_json(row["seed"])
+        ended = job_result(env, row["job_id"])
+        result.job_state, result.next_step = ended.state, ended.next_step
+        return result
+
+    return {
+        "run_checks": linked(checks),
+        "get_job": linked(job),
+        "get_review": linked(review),
+        "request_review": linked(requested),
+        "dispatch_task": linked(dispatched),
+    }
+
+
 def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
     """The planegate MCP server; its job worker starts ``worker_delay_s`` after the server does."""
     holder = EnvHolder(settings)
@@ -271,8 +424,12 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
         def register(fn: F) -> F:
             built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built.description = " ".join(built.description.split())  # a docstring's indentation is not content
             built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
+            built.fn_metadata = ReplyMetadata.replacing(built.name, built.fn_metadata, holder)
             built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
+            if built.name == "get_status":
+                built.meta = {"ui": {"resourceUri": RUN_VIEW_URI}}
             tools.append(built)
             return fn
 
@@ -280,6 +437,17 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
     def env(ctx: Context | None = None) -> Any:
         return holder.get().as_actor(actor_of(ctx))
+
+    def render(name: str, result: BaseModel) -> CallToolResult:
+        converted = next(t for t in tools if t.name == name).fn_metadata.convert_result(result)
+        assert isinstance(converted, CallToolResult)
+        return converted
+
+    task_ext = tasks.Tasks(holder.get, task_finishers(), render)
+
+    async def as_task(ctx: Context, **created: Any) -> Any:
+        """The task handle for work already started (only when this request asked for tasks)."""
+        return await anyio.to_thread.run_sync(lambda: task_ext.create(env(ctx), **created))
 
     @tool()
     def start_run(
@@ -344,11 +512,14 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             Literal["agent", "command", "codex"], Field(description="agent: you work in the worktree yourself")
         ] = "agent",
     ) -> DispatchResult:
-        """Create the task's worktree and branch from the integration head, write its envelope, take a lease."""
+        """Make the task's worktree and branch from the integration head, write its envelope, take a lease
+        (run_checks renews it). A command/codex executor runs as a job."""
         from planegate.tools.execution.dispatch import dispatch_task as dispatch
 
         result = call(dispatch, env(ctx), run, task, executor)
         holder.wake_worker()
+        if result.job is not None and tasks.requested(ctx):
+            return task_ext.create(env(ctx), tool="dispatch_task", run=run, job=result.job, seed=result)
         return result
 
     @tool()
@@ -380,12 +551,13 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         checks: Annotated[list[str] | None, Field(description="default: every policy check")] = None,
     ) -> ChecksResult:
         """The server runs the policy's checks on the head commit and records direct evidence.
-
-        Waits up to ~45 s with progress, then returns a job id for get_job."""
+        Waits up to ~45 s, then returns a job id for get_job."""
         from planegate.tools.execution.checks import checks_result, start_checks
 
         job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
         holder.wake_worker()
+        if tasks.requested(ctx):
+            return await as_task(ctx, tool="run_checks", run=run, job=job)
         await wait_for_job(holder, job, TOOL_WAIT_S, ctx)
         return await anyio.to_thread.run_sync(lambda: call(checks_result, holder.get(), job))
 
@@ -393,11 +565,15 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     async def get_job(
         job: int,
         ctx: Context,
-        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+        wait_seconds: Annotated[float, Field(ge=0, le=45)] = 30,
     ) -> JobResult:
         """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
         from planegate.tools.execution.jobview import job_result
 
+        if tasks.requested(ctx):
+            row = await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
+            if row.state in ("queued", "running"):
+                return await as_task(ctx, tool="get_job", run=row.run, job=job)
         await wait_for_job(holder, job, wait_seconds, ctx)
         return await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
 
@@ -420,19 +596,23 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
         result = call(request, env(ctx), run, task, release)
         holder.wake_worker()
+        if tasks.requested(ctx):
+            return task_ext.create(env(ctx), tool="request_review", run=run, review=result.review, seed=result)
         return result
 
     @tool(read_only=True, idempotent=True)
     async def get_review(
         review: str,
         ctx: Context,
-        wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
+        wait_seconds: Annotated[float, Field(ge=0, le=45)] = 30,
     ) -> ReviewResult:
         """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
         from planegate.tools.review.review import pick_up_pending, review_result
 
         # A pending review (sent, reply still coming) whose re-read is due gets it queued here.
         row = await anyio.to_thread.run_sync(lambda: call(pick_up_pending, holder.get(), review))
+        if tasks.requested(ctx) and row["status"] in ("queued", "running", "pending", "waiting"):
+            return await as_task(ctx, tool="get_review", run=row["run_id"], review=review)
         if row["job_id"] is not None and row["status"] in ("queued", "running", "pending"):
             await wait_for_job(holder, row["job_id"], wait_seconds, ctx)
         return await anyio.to_thread.run_sync(lambda: call(review_result, holder.get(), review))
@@ -489,6 +669,16 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
         return call(cancel, env(ctx), run, task, reason)
 
+    apps = Apps()
+    apps.add_resource(
+        FunctionResource(
+            uri=RUN_VIEW_URI,
+            name="run view",
+            description="The run as a page: task graph, gates, evidence, reviews, approval, risks, next action",
+            mime_type=APP_MIME_TYPE,
+            fn=lambda: run_view_page(holder.get()),
+        )
+    )
     server: MCPServer = MCPServer(
         "planegate",
         title="planegate",
@@ -497,8 +687,41 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         lifespan=lifespan,
         tools=tools,
         log_level=LOG_LEVEL,
+        extensions=[task_ext, apps],
     )
     server.env_holder = holder  # type: ignore[attr-defined]
+
+    artifacts = ArtifactTemplate.from_function(
+        lambda run, artifact: artifact_content(holder, run, artifact),
+        uri_template="planegate://runs/{run}/artifacts/{artifact}",
+        name="artifact",
+        description=artifact_content.__doc__,
+        mime_type="text/plain",
+    )
+    # The manager has no public way to add a template object of another class.
+    server._resource_manager._templates[artifacts.uri_template] = artifacts
+
+    @server.resource("planegate://runs/{run}/report", name="report", mime_type="text/markdown")
+    def report_resource(run: str) -> str:
+        """The run's report (the pull-request body), rendered from the ledger now."""
+        from planegate.tools.errors import PlanegateError
+        from planegate.tools.report.report import build_report
+
+        try:
+            return build_report(holder.get(), run)[0]
+        except PlanegateError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    @server.resource("planegate://runs/{run}/view", name="run view data", mime_type="application/json")
+    def view_resource(run: str) -> str:
+        """What the run view page shows, as JSON (the MCP App reads it through its host)."""
+        from planegate.tools.errors import PlanegateError
+        from planegate.tools.report.view import run_view
+
+        try:
+            return json.dumps(run_view(holder.get(), run), separators=(",", ":"))
+        except PlanegateError as exc:
+            raise ResourceError(str(exc)) from exc
 
     @server.resource("planegate://runs/{run}/tasks/{task}", name="task", mime_type="text/markdown")
     def task_resource(run: str, task: str) -> str:

@@ -492,6 +492,19 @@ def cmd_hook_switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    env = _env("user:dashboard")
+    try:
+        if args.run:
+            env.run_row(args.run)  # an unknown run is an error now, not a 404 in the browser
+        serve(env, args.run, args.port)
+    finally:
+        env.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planegate",
@@ -611,6 +624,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run", help="run id")
     report.add_argument("--out", help="directory to write to (default: PLANEGATE_HOME/artifacts/<run>/report)")
+
+    dashboard = add(
+        commands,
+        "dashboard",
+        "Serve a read-only, live view of a run on 127.0.0.1 (prints a URL with a token).",
+        cmd_dashboard,
+        "Serve the run view (task graph coloured by status, gates, evidence, reviews, approval, risks, next "
+        "action) on 127.0.0.1 at a random port, read-only, following the ledger as it changes. Prints one URL "
+        "with a random token; requests without it, or with another Host header, are refused.",
+    )
+    dashboard.add_argument("run", nargs="?", help="run id (default: the newest run)")
+    dashboard.add_argument("--port", type=int, default=0, help="port (default: a free one)")
 
     submit = add(
         group("review", "Answer manual reviews."),

@@ -39,7 +39,7 @@ def print_status(env: Any, run: str | None, console: Console | None = None) -> N
             evidence = ", ".join(
                 f"{e.kind}:{e.label}{' stale' if e.stale else ''}={e.exit_code}" for e in task.evidence
             )
-            unmet = ", ".join(f"{g.gate}" for g in task.gates if not g.ok) or ("-" if task.gates else "")
+            unmet = ", ".join(f"{g.gate}" for g in task.gates) or ("-" if task.met else "")
             lease = (task.lease_expires or "") + (" EXPIRED" if task.lease_expired else "")
             table.add_row(task.task, task.status, lease, evidence, unmet)
         console.print(table)

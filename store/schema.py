@@ -406,6 +406,25 @@ def m009_vouched_rows(db: Database) -> None:
     )
 
 
+@migrations()
+def m010_mcp_tasks(db: Database) -> None:
+    """MCP tasks (the tasks extension): an unguessable task id for a job or a review a tool started."""
+    db.executescript(
+        """
+        CREATE TABLE mcp_tasks (
+            id TEXT PRIMARY KEY,
+            tool TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            job_id INTEGER,
+            review_id TEXT,
+            seed TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX mcp_tasks_by_job ON mcp_tasks (job_id);
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -9,11 +9,50 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Link(BaseModel):
+    """A big payload a reply names instead of carrying: its ``links`` field maps the URI to the
+    name, and the reply adds a ``resource_link`` block with the type and size (kept here)."""
+
+    uri: str
+    name: str
+    mime_type: str
+    bytes: int | None = None
+
+
+def set_links(result: Any, links: list[Link]) -> None:
+    """Name ``links`` in ``result.links`` and keep their details for the reply's link blocks."""
+    result.links = {link.uri: link.name for link in links}
+    result._link_details = list(links)
+
+
+def link_details(result: Any) -> list[Link]:
+    """The links of ``result`` with their details (a result rebuilt from JSON has only names)."""
+    details: list[Link] = list(getattr(result, "_link_details", None) or [])
+    known = {link.uri for link in details}
+    named: dict[str, str] = getattr(result, "links", None) or {}
+    return details + [Link(uri=uri, name=name, mime_type="") for uri, name in named.items() if uri not in known]
+
+
+def artifact_uri(run: str, artifact: int) -> str:
+    """Where an artifact row is served (re-hashed against its recorded sha256 on every read)."""
+    return f"planegate://runs/{run}/artifacts/{artifact}"
+
+
+def task_uri(run: str, task: str) -> str:
+    """Where a task's envelope is served."""
+    return f"planegate://runs/{run}/tasks/{task}"
+
+
+def report_uri(run: str) -> str:
+    """Where a run's report is served, rendered from the ledger on each read."""
+    return f"planegate://runs/{run}/report"
 
 
 class Requirement(_In):
@@ -157,7 +196,9 @@ class ActiveTask(BaseModel):
     lease_expires: str | None = None
     lease_expired: bool = False
     evidence: list[EvidenceLine] = Field(default_factory=list)
-    gates: list[GateLine] = Field(default_factory=list)
+    gates: list[GateLine] = Field(default_factory=list, description="unmet gates")
+    met: list[str] = Field(default_factory=list, description="gates that hold")
+    notes: list[str] = Field(default_factory=list)
 
 
 class RunStatus(BaseModel):
@@ -192,9 +233,11 @@ class DispatchResult(BaseModel):
     lease_expires: str
     executor: Executor
     job: int | None = Field(default=None, description="executor job id (command/codex)")
+    job_state: str | None = None
     taken_over: bool = False
     envelope_path: str
-    envelope: str
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
 
@@ -245,6 +288,8 @@ class ChecksResult(BaseModel):
     all_passed: bool | None = None
     progress: str | None = None
     error: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
 
@@ -277,8 +322,10 @@ class JobResult(BaseModel):
     progress: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
-    checks: list[CheckLine] | None = Field(default=None, description="for a checks job: its evidence")
+    checks: list[CheckLine] | None = None
     all_passed: bool | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
 
@@ -290,7 +337,7 @@ class CancelJobResult(BaseModel):
     state: Literal["cancelled"]
     was: str = Field(description="its state before: queued, running or cancelled")
     reason: str
-    stopped: list[str] = Field(default_factory=list, description="what happened to its processes")
+    stopped: list[str] = Field(default_factory=list)
     next_step: str
 
 
@@ -303,6 +350,9 @@ class ReviewRequestResult(BaseModel):
     head_sha: str
     job: int | None
     packet: str = Field(description="folder holding the packet files and prompt")
+    verdict: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
 
@@ -317,9 +367,9 @@ class FindingLine(BaseModel):
 class ReviewResult(BaseModel):
     review: str
     run: str
-    task: str | None = Field(description="null for the release review")
+    task: str | None = Field(description="null: the release review")
     state: str = Field(
-        description="queued, running, waiting, pending (sent, the reply still coming), completed, incomplete, failed"
+        description="queued, running, waiting, pending (reply still coming), completed, incomplete, failed"
     )
     reviewer: str
     verdict: str | None
@@ -331,8 +381,10 @@ class ReviewResult(BaseModel):
     requirements: dict[str, str] = Field(description="requirement id -> met, partial or unmet")
     conversation_url: str | None
     error: str | None
-    progress: str | None = Field(default=None, description="liveness of a reply still coming")
-    notes: list[str] = Field(default_factory=list, description="the reviewer's notes, e.g. an unverified model")
+    progress: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str
 
 
@@ -355,4 +407,6 @@ class AcceptRunResult(BaseModel):
     gates: list[GateLine]
     report: str = Field(description="markdown report, usable as a pull-request body")
     report_html: str
+    links: dict[str, str] = Field(default_factory=dict)
+    _link_details: list[Link] = PrivateAttr(default_factory=list)
     next_step: str

@@ -25,7 +25,7 @@ from ..control.tasks import lease_holder
 from ..env import Env
 from ..errors import Conflict, ExecutionError, GitError, InvalidInput, WrongState
 from ..gitrepo import GitRepo
-from ..models import ACTIVE_STATUSES, CancelResult, DispatchResult
+from ..models import ACTIVE_STATUSES, CancelResult, DispatchResult, Link, set_links, task_uri
 from ..names import check_name
 from ..policy import Policy
 from .envelope import ENVELOPE_NAME, render_envelope
@@ -205,7 +205,7 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         if executor == "agent"
         else f"the {executor} executor runs as job {job}; get_job({job}) then run_checks(run={run!r}, task={task!r})"
     )
-    return DispatchResult(
+    result = DispatchResult(
         run=run,
         task=task,
         worktree=str(path),
@@ -216,9 +216,16 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         job=job,
         taken_over=takeover,
         envelope_path=str(path / ENVELOPE_NAME),
-        envelope=envelope,
         next_step=next_step,
     )
+    envelope_link = Link(
+        uri=task_uri(run, task),
+        name=f"envelope of task {task}",
+        mime_type="text/markdown",
+        bytes=len(envelope.encode()),
+    )
+    set_links(result, [envelope_link])
+    return result
 
 
 def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> None:

@@ -56,7 +56,15 @@ def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> 
                     )
                     for e in facts.evidence[:EVIDENCE_SHOWN]
                 ],
-                gates=[GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates],
+                gates=[
+                    GateLine(gate=g.gate, ok=g.ok, reason=g.reason, next_step=g.next_step) for g in gates if not g.ok
+                ],
+                met=[g.gate for g in gates if g.ok],
+                # A gate that holds says nothing worth a status line, except a secret scan that
+                # could not read everything: that caveat stays visible.
+                notes=[
+                    f"{g.gate}: {g.reason}" for g in gates if g.ok and g.gate == "secrets" and facts.secrets_truncated
+                ],
             )
         )
     return tasks, total
@@ -129,7 +137,7 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
     if stage == "abandoned":
         return "done: the run was abandoned; start_run to begin again"
     counts = status.counts
-    ready_to_accept = [t.task for t in status.active if t.gates and all(g.ok for g in t.gates)]
+    ready_to_accept = [t.task for t in status.active if t.met and not t.gates]
     if ready_to_accept:
         return f"accept_task(run={run!r}, task={ready_to_accept[0]!r})"
     by_status: dict[str, list[str]] = {}
@@ -142,14 +150,14 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
     # would suggest) repeats whatever failed every attempt.
     attention = {job["task_id"]: job for job in reversed(attention_jobs(env.store, run))}
     for active in status.active:
-        if active.task in attention and not all(g.ok for g in active.gates):
+        if active.task in attention and active.gates:
             return attention_step(attention[active.task])
     policy = env.policy(run_row)
     active_count = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
     if status.ready and active_count < policy.max_parallel:
         return f"dispatch_task(run={run!r}, task={status.ready[0]!r})"
     for active in status.active:
-        unmet = [g for g in active.gates if not g.ok and g.gate != "dependencies"]
+        unmet = [g for g in active.gates if g.gate != "dependencies"]
         if unmet and active.status in ("in_progress", "approved"):
             first = unmet[0]
             if first.gate == "merge" and "changes nothing" in first.reason:
