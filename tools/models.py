@@ -173,11 +173,13 @@ class RunStatus(BaseModel):
     active: list[ActiveTask] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
     more: dict[str, int] = Field(default_factory=dict, description="entries left out of each list")
+    disk: str | None = Field(default=None, description="its worktrees' disk use")
 
 
 class StatusResult(BaseModel):
     runs: list[RunLine] | None = None
     runs_total: int | None = None
+    runs_hidden: int | None = None
     status: RunStatus | None = None
     workers: str | None = Field(default=None, description="set while job workers are paused or draining")
     next_action: str
@@ -245,6 +247,7 @@ class ChecksResult(BaseModel):
     all_passed: bool | None = None
     progress: str | None = None
     error: str | None = None
+    gates: list[GateLine] = Field(default_factory=list, description="unmet diff gates")
     next_step: str
 
 
@@ -355,4 +358,40 @@ class AcceptRunResult(BaseModel):
     gates: list[GateLine]
     report: str = Field(description="markdown report, usable as a pull-request body")
     report_html: str
+    cleaned: list[str] = Field(default_factory=list)
+    next_step: str
+
+
+class AbandonResult(BaseModel):
+    run: str
+    cancelled_tasks: list[str]
+    cancelled_jobs: list[int]
+    removed_worktrees: list[str]
+    kept_worktrees: list[str] = Field(description="uncommitted work inside")
+    next_step: str
+
+
+class AmendResult(BaseModel):
+    run: str
+    version: int
+    added: list[str]
+    cancelled: list[str]
+    changed: list[str]
+    waves: list[list[str]]
+    coverage: dict[str, list[str]]
+    ready: list[str]
+    cancelled_jobs: list[int] = Field(default_factory=list)
+    next_step: str
+
+
+class PublishResult(BaseModel):
+    run: str
+    branch: str
+    base: str
+    sha: str
+    pushed: bool
+    pull_request: str | None = Field(description="draft pull request URL")
+    body: str
+    truncated: bool
+    commands: list[str] = Field(default_factory=list, description="to run when gh could not")
     next_step: str
