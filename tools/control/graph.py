@@ -127,6 +127,67 @@ def _topological(deps: dict[str, list[str]], seq: dict[str, int]) -> list[str] |
     return order if len(order) == len(deps) else None
 
 
+class TaskChecker:
+    """Checks one task spec against the frozen requirements and architecture; its canonical form."""
+
+    def __init__(self, requirement_ids: set[str], modules: list[dict[str, Any]] | None) -> None:
+        self.requirement_ids = requirement_ids
+        self.owned = [(g, globs.literal_prefix(g)) for m in modules for g in m["owns"]] if modules is not None else None
+        self.scope_cache: dict[str, bool] = {}
+
+    def item(self, task: TaskSpec, order_deps: Any = sorted) -> dict[str, Any]:
+        """The task as stored (without its wave).
+
+        Raises:
+            InvalidInput: a malformed id, a self-dependency, no or unknown requirements, no scope or
+                scope outside the architecture, an empty title or goal, a bad declaration.
+        """
+        check_name("task", task.id)
+        for dep in task.depends_on:
+            if dep == task.id:
+                raise InvalidInput(f"task {task.id!r} depends on itself; remove {dep!r} from its depends_on")
+        if not task.requirements:
+            raise InvalidInput(f"task {task.id!r} serves no requirement; list the requirement ids it delivers")
+        for rid in task.requirements:
+            if rid not in self.requirement_ids:
+                known = ", ".join(sorted(self.requirement_ids)[:20])
+                raise InvalidInput(
+                    f"task {task.id!r} names requirement {rid!r}, which is not frozen; known: {known} "
+                    "(amend the requirements first if it is new)"
+                )
+        if not task.scope:
+            raise InvalidInput(f"task {task.id!r} has no scope; give the path globs it may change, e.g. 'src/api/**'")
+        scope = [globs.normalize_glob(g) for g in task.scope]
+        if self.owned is not None:
+            for pattern in scope:
+                inside = self.scope_cache.get(pattern)
+                if inside is None:
+                    inside = self.scope_cache[pattern] = _owned(pattern, self.owned)
+                if not inside:
+                    raise InvalidInput(
+                        f"task {task.id!r} has scope {pattern!r}, which no module owns; narrow the scope to a "
+                        "module's paths or amend the architecture (freeze_architecture with amend_reason)"
+                    )
+        title = task.title.strip()
+        goal = task.goal.strip()
+        if not title or not goal:
+            raise InvalidInput(f"task {task.id!r} needs a non-empty title and goal")
+        item: dict[str, Any] = {
+            "id": task.id,
+            "title": title,
+            "goal": goal,
+            "depends_on": order_deps(task.depends_on),
+            "scope": scope,
+            "requirements": sorted(set(task.requirements)),
+            "acceptance": [a.strip() for a in task.acceptance if a.strip()],
+        }
+        declared = {key: _declared(task.id, key, getattr(task, key)) for key in DECLARATIONS}
+        if any(declared.values()):
+            # Only present when declared, so graphs without declarations keep their content hash.
+            item["declarations"] = {key: value for key, value in declared.items() if value}
+        return item
+
+
 def validate_graph(
     tasks: list[TaskSpec], requirement_ids: set[str], modules: list[dict[str, Any]] | None
 ) -> ValidGraph:
@@ -145,8 +206,7 @@ def validate_graph(
         seq[task.id] = index
     deps: dict[str, list[str]] = {}
     body: list[dict[str, Any]] = []
-    scope_cache: dict[str, bool] = {}
-    owned = [(g, globs.literal_prefix(g)) for m in modules for g in m["owns"]] if modules is not None else None
+    checker = TaskChecker(requirement_ids, modules)
     for task in tasks:
         for dep in task.depends_on:
             if dep not in seq:
@@ -154,48 +214,8 @@ def validate_graph(
                     f"task {task.id!r} depends on {dep!r}, which is not a task in this graph; "
                     "add it or remove the dependency"
                 )
-            if dep == task.id:
-                raise InvalidInput(f"task {task.id!r} depends on itself; remove {dep!r} from its depends_on")
-        deps[task.id] = sorted(set(task.depends_on), key=seq.__getitem__)
-        if not task.requirements:
-            raise InvalidInput(f"task {task.id!r} serves no requirement; list the requirement ids it delivers")
-        for rid in task.requirements:
-            if rid not in requirement_ids:
-                known = ", ".join(sorted(requirement_ids)[:20])
-                raise InvalidInput(
-                    f"task {task.id!r} names requirement {rid!r}, which is not frozen; known: {known} "
-                    "(amend the requirements first if it is new)"
-                )
-        if not task.scope:
-            raise InvalidInput(f"task {task.id!r} has no scope; give the path globs it may change, e.g. 'src/api/**'")
-        scope = [globs.normalize_glob(g) for g in task.scope]
-        if owned is not None:
-            for pattern in scope:
-                inside = scope_cache.get(pattern)
-                if inside is None:
-                    inside = scope_cache[pattern] = _owned(pattern, owned)
-                if not inside:
-                    raise InvalidInput(
-                        f"task {task.id!r} has scope {pattern!r}, which no module owns; narrow the scope to a "
-                        "module's paths or amend the architecture (freeze_architecture with amend_reason)"
-                    )
-        title = task.title.strip()
-        goal = task.goal.strip()
-        if not title or not goal:
-            raise InvalidInput(f"task {task.id!r} needs a non-empty title and goal")
-        item: dict[str, Any] = {
-            "id": task.id,
-            "title": title,
-            "goal": goal,
-            "depends_on": deps[task.id],
-            "scope": scope,
-            "requirements": sorted(set(task.requirements)),
-            "acceptance": [a.strip() for a in task.acceptance if a.strip()],
-        }
-        declared = {key: _declared(task.id, key, getattr(task, key)) for key in DECLARATIONS}
-        if any(declared.values()):
-            # Only present when declared, so graphs without declarations keep their content hash.
-            item["declarations"] = {key: value for key, value in declared.items() if value}
+        item = checker.item(task, lambda deps_: sorted(set(deps_), key=seq.__getitem__))
+        deps[task.id] = item["depends_on"]
         body.append(item)
     order = _topological(deps, seq)
     if order is None:
