@@ -30,8 +30,10 @@ from pydantic import BaseModel, Field
 
 from planegate.tools.config import Settings
 from planegate.tools.models import (
+    AbandonResult,
     AcceptResult,
     AcceptRunResult,
+    AmendResult,
     CancelJobResult,
     CancelResult,
     ChecksResult,
@@ -42,6 +44,7 @@ from planegate.tools.models import (
     GraphResult,
     JobResult,
     Module,
+    PublishResult,
     Reported,
     Requirement,
     ReviewRequestResult,
@@ -104,9 +107,11 @@ def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str
     return f"unknown {noun} {', '.join(named)}; {tool} {takes}. Nothing was done: call it again with those only"
 
 
-def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+def _tool(
+    read_only: bool = False, destructive: bool = False, idempotent: bool = False, open_world: bool = False
+) -> ToolAnnotations:
     return ToolAnnotations(
-        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
+        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=open_world
     )
 
 
@@ -268,9 +273,11 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
     tools: list[Tool] = []
 
-    def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
+    def tool(
+        read_only: bool = False, destructive: bool = False, idempotent: bool = False, open_world: bool = False
+    ) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent, open_world))
             built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
             built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
             tools.append(built)
@@ -329,11 +336,12 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def get_status(
         ctx: Context,
         run: Annotated[str | None, Field(description="omit to list runs")] = None,
+        include_abandoned: bool = False,
     ) -> StatusResult:
         """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
         from planegate.tools.report.status import get_status as status
 
-        return call(status, env(ctx), run)
+        return call(status, env(ctx), run, include_abandoned)
 
     @tool()
     def dispatch_task(
@@ -382,12 +390,13 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         """The server runs the policy's checks on the head commit and records direct evidence.
 
         Waits up to ~45 s with progress, then returns a job id for get_job."""
-        from planegate.tools.execution.checks import checks_result, start_checks
+        from planegate.tools.execution.checks import start_checks
+        from planegate.tools.report.feedback import checks_feedback
 
         job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
         holder.wake_worker()
         await wait_for_job(holder, job, TOOL_WAIT_S, ctx)
-        return await anyio.to_thread.run_sync(lambda: call(checks_result, holder.get(), job))
+        return await anyio.to_thread.run_sync(lambda: call(checks_feedback, holder.get(), job))
 
     @tool(read_only=True, idempotent=True)
     async def get_job(
@@ -396,10 +405,10 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         wait_seconds: Annotated[float, Field(ge=0, le=45, description="wait for it to finish, at most 45")] = 30,
     ) -> JobResult:
         """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
-        from planegate.tools.execution.jobview import job_result
+        from planegate.tools.report.feedback import job_feedback
 
         await wait_for_job(holder, job, wait_seconds, ctx)
-        return await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
+        return await anyio.to_thread.run_sync(lambda: call(job_feedback, holder.get(), job))
 
     @tool(destructive=True)
     def accept_task(run: RunId, task: TaskId, ctx: Context) -> AcceptResult:
@@ -488,6 +497,34 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         from planegate.tools.execution.dispatch import cancel_task as cancel
 
         return call(cancel, env(ctx), run, task, reason)
+
+    @tool(destructive=True)
+    def amend_graph(
+        run: RunId,
+        reason: Annotated[str, Field(description="why; shown to the human approving")],
+        ctx: Context,
+        add: Annotated[list[TaskSpec], Field(default_factory=list)],
+        cancel: Annotated[list[str], Field(default_factory=list, description="task ids")],
+        change: Annotated[list[TaskSpec], Field(default_factory=list, description="replace undispatched tasks")],
+    ) -> AmendResult:
+        """Change the plan after dispatch: add tasks, cancel tasks, change undispatched ones. Accepted work is fixed."""
+        from planegate.tools.execution.course import amend_graph as amend
+
+        return call(amend, env(ctx), run, add, cancel, change, reason)
+
+    @tool(destructive=True)
+    def abandon_run(run: RunId, reason: str, ctx: Context) -> AbandonResult:
+        """End a run that will not be accepted: cancels its tasks and jobs; branches, evidence and ledger stay."""
+        from planegate.tools.execution.course import abandon_run as abandon
+
+        return call(abandon, env(ctx), run, reason)
+
+    @tool(idempotent=True, open_world=True)
+    def publish_run(run: RunId, ctx: Context) -> PublishResult:
+        """After acceptance: push the integration branch, open a draft pull request with the report (gh)."""
+        from planegate.tools.report.publish import publish_run as publish
+
+        return call(publish, env(ctx), run)
 
     server: MCPServer = MCPServer(
         "planegate",

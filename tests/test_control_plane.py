@@ -175,6 +175,7 @@ async def test_start_run_refuses_what_is_not_a_repository_with_commits(tmp_path:
         assert await call(client, "get_status") == {
             "runs": [],
             "runs_total": 0,
+            "runs_hidden": None,
             "next_action": "start_run(repo=..., goal=...)",
             "status": None,
             "workers": None,
