@@ -30,6 +30,7 @@ from ..errors import InvalidInput, WrongState
 from ..models import DeclaredHarness, DeclaredTests, GraphResult, TaskSpec, stage_at_least
 from ..names import check_name
 from .runs import _check_open, current_architecture, current_requirements, find_cycle, set_stage
+from .tasks import first_dispatchable
 
 MAX_DECLARED = 200
 DECLARATIONS = ("removes_tests", "rewrites_tests", "changes_harness")
@@ -273,7 +274,7 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
             (run, run_row["graph_version"]),
         )
         if current and current["content_sha256"] == graph.content_sha256:
-            return _result(w, run, run_row["graph_version"], graph, "nothing changed; ")
+            return _result(w, run, run_row["graph_version"], graph, "nothing changed; ", env)
         started = w.rows(
             "SELECT id, status FROM tasks WHERE run_id = ? AND status NOT IN ('blocked', 'ready') LIMIT 5", (run,)
         )
@@ -333,14 +334,15 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
             w.event("graph.replaced", run=run, **payload)
         else:
             set_stage(w, run_row, "planned", "graph.registered", **payload)
-        return _result(w, run, version, graph, "")
+        return _result(w, run, version, graph, "", env)
 
 
-def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str) -> GraphResult:
+def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str, env: Env) -> GraphResult:
     ready = [
         r["id"]
         for r in reader.rows("SELECT id FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT 50", (run,))
     ]
+    first = first_dispatchable(env, env.run_row(run), ready)
     return GraphResult(
         run=run,
         version=version,
@@ -348,5 +350,5 @@ def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str) -
         waves=graph.waves,
         coverage=graph.coverage,
         ready=ready,
-        next_step=note + (f"dispatch_task(run={run!r}, task={ready[0]!r})" if ready else f"get_status({run!r})"),
+        next_step=note + (f"dispatch_task(run={run!r}, task={first!r})" if first else f"get_status({run!r})"),
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,10 +276,7 @@ def adoption_problems(env: Env, run_row: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     if hashlib.sha256(str(run_row["policy"]).encode()).hexdigest() != run_row["policy_sha256"]:
         problems.append(f"runs {run}: its policy does not hash to its policy_sha256")
-    started = env.store.one(
-        "SELECT payload FROM events WHERE run_id = ? AND kind = 'run.started' ORDER BY id LIMIT 1", (run,)
-    )
-    expected = json.loads(started["payload"]).get("policy_sha256") if started else None
+    expected = _started_policy(env, run)
     rows = env.store.rows("SELECT * FROM policy_adoptions WHERE run_id = ? ORDER BY id", (run,))
     for row in rows:
         if expected is not None and row["previous_sha256"] != expected:
@@ -297,6 +295,28 @@ def adoption_problems(env: Env, run_row: dict[str, Any]) -> list[str]:
             "(`planegate policy adopt`)"
         )
     return problems
+
+
+_started_lock = threading.Lock()
+_started: dict[tuple[str, str], str | None] = {}
+
+
+def _started_policy(env: Env, run: str) -> str | None:
+    """The policy sha256 the run's ``run.started`` event recorded (events never change: cached)."""
+    key = (str(env.settings.ledger_path), run)
+    with _started_lock:
+        if key in _started:
+            return _started[key]
+    row = env.store.one(
+        "SELECT payload FROM events WHERE run_id = ? AND kind = 'run.started' ORDER BY id LIMIT 1", (run,)
+    )
+    found = json.loads(row["payload"]).get("policy_sha256") if row else None
+    if row is not None:
+        with _started_lock:
+            if len(_started) > 1024:
+                _started.clear()
+            _started[key] = found
+    return found
 
 
 def _policy_of(snapshot: str) -> Policy | None:

@@ -38,6 +38,12 @@ def checks_feedback(env: Env, job_id: int) -> ChecksResult:
     run, task = result.run, result.task
     running = result.state in ("queued", "running")
     if task is None:
+        if result.all_passed is False and not running:
+            result.next_step = (
+                "fix what failed on the integration branch (see each summary and its log artifact): a task's "
+                f"change is at fault, so get_status({run!r}) and amend_graph with a task that fixes it, then "
+                f"run_checks(run={run!r})"
+            )
         if result.all_passed and not running:
             with contextlib.suppress(PlanegateError):  # unreadable run gates: the plain answer stands
                 result.next_step = run_next_step(env, run)
@@ -58,6 +64,13 @@ def checks_feedback(env: Env, job_id: int) -> ChecksResult:
     unmet = unmet_diff_gates(gates, pure_only=running)
     result.gates = _lines(unmet)
     if running or result.state not in ("succeeded", "failed") or result.all_passed is None:
+        return result
+    if not result.all_passed:
+        result.next_step = (
+            "fix what failed (see each summary and its log artifact), commit, then "
+            f"run_checks(run={run!r}, task={task!r})"
+            + (f"; also unmet: {', '.join(g.gate for g in unmet)} ({unmet[0].next_step})" if unmet else "")
+        )
         return result
     if unmet:
         result.next_step = (
