@@ -34,8 +34,10 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from planegate.tools.config import Settings
 from planegate.tools.models import (
+    AbandonResult,
     AcceptResult,
     AcceptRunResult,
+    AmendResult,
     CancelJobResult,
     CancelResult,
     ChecksResult,
@@ -46,6 +48,7 @@ from planegate.tools.models import (
     GraphResult,
     JobResult,
     Module,
+    PublishResult,
     Reported,
     Requirement,
     ReviewRequestResult,
@@ -57,7 +60,7 @@ from planegate.tools.models import (
 
 from . import __version__, tasks
 from .render import reply
-from .schema import compact_schema
+from .schema import compact_schema, described_elsewhere
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,14 +162,16 @@ def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str
     return f"unknown {noun} {', '.join(named)}; {tool} {takes}. Nothing was done: call it again with those only"
 
 
-def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+def _tool(
+    read_only: bool = False, destructive: bool = False, idempotent: bool = False, open_world: bool = False
+) -> ToolAnnotations:
     """The hints that differ from the spec's defaults (not read-only, destructive, not idempotent,
     open world): the rest would be bytes in every ``tools/list`` saying what a client assumes."""
     return ToolAnnotations(
         read_only_hint=True if read_only else None,
         destructive_hint=False if not read_only and not destructive else None,
         idempotent_hint=True if idempotent else None,
-        open_world_hint=False,
+        open_world_hint=None if open_world else False,
     )
 
 
@@ -366,14 +371,14 @@ def task_finishers() -> dict[str, tasks.Finisher]:
         return run
 
     def checks(env: Any, row: dict[str, Any]) -> BaseModel:
-        from planegate.tools.execution.checks import checks_result
+        from planegate.tools.report.feedback import checks_feedback
 
-        return checks_result(env, row["job_id"])
+        return checks_feedback(env, row["job_id"])
 
     def job(env: Any, row: dict[str, Any]) -> BaseModel:
-        from planegate.tools.execution.jobview import job_result
+        from planegate.tools.report.feedback import job_feedback
 
-        return job_result(env, row["job_id"])
+        return job_feedback(env, row["job_id"])
 
     def review(env: Any, row: dict[str, Any]) -> BaseModel:
         from planegate.tools.review.review import review_result
@@ -421,11 +426,20 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
     tools: list[Tool] = []
 
-    def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
+    def tool(
+        read_only: bool = False,
+        destructive: bool = False,
+        idempotent: bool = False,
+        open_world: bool = False,
+        described_in: dict[str, str] | None = None,
+    ) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
+            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent, open_world))
             built.description = " ".join(built.description.split())  # a docstring's indentation is not content
-            built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
+            parameters = built.parameters
+            if described_in:
+                parameters = described_elsewhere(parameters, described_in)
+            built.parameters = {**(compact_schema(parameters) or {}), "additionalProperties": False}
             built.fn_metadata = ReplyMetadata.replacing(built.name, built.fn_metadata, holder)
             built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
             if built.name == "get_status":
@@ -452,11 +466,11 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     @tool()
     def start_run(
         repo: Annotated[str, Field(description="path of the git repository")],
-        goal: Annotated[str, Field(description="what the change must achieve")],
+        goal: str,
         ctx: Context,
         base_ref: Annotated[str, Field(description="branch, tag or sha to start from")] = "HEAD",
     ) -> StartRunResult:
-        """Open a run on a repository: records the base commit and creates planegate/<run>/integration."""
+        """Open a run: record the base commit and create the branch planegate/<run>/integration."""
         from planegate.tools.control.runs import start_run as start
 
         return call(start, env(ctx), repo, goal, base_ref)
@@ -468,7 +482,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         ctx: Context,
         amend_reason: Annotated[str | None, Field(description="required to change a frozen set")] = None,
     ) -> FreezeResult:
-        """Freeze the run's requirements (versioned, content-hashed); a later call amends them and needs a reason."""
+        """Freeze the run's requirements (versioned, hashed); calling again amends them, with a reason."""
         from planegate.tools.control.runs import freeze_requirements as freeze
 
         return call(freeze, env(ctx), run, requirements, amend_reason)
@@ -488,7 +502,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
     @tool(destructive=True, idempotent=True)
     def register_graph(run: RunId, tasks: list[TaskSpec], ctx: Context) -> GraphResult:
-        """Validate and store the task DAG; returns waves and requirement coverage. Replaces it until a dispatch."""
+        """Validate and store the task DAG; returns waves and requirement coverage. Replaceable until a dispatch."""
         from planegate.tools.control.graph import register_graph as register
 
         return call(register, env(ctx), run, tasks)
@@ -497,11 +511,12 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def get_status(
         ctx: Context,
         run: Annotated[str | None, Field(description="omit to list runs")] = None,
+        include_abandoned: bool = False,
     ) -> StatusResult:
         """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
         from planegate.tools.report.status import get_status as status
 
-        return call(status, env(ctx), run)
+        return call(status, env(ctx), run, include_abandoned)
 
     @tool()
     def dispatch_task(
@@ -512,8 +527,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             Literal["agent", "command", "codex"], Field(description="agent: you work in the worktree yourself")
         ] = "agent",
     ) -> DispatchResult:
-        """Make the task's worktree and branch from the integration head, write its envelope, take a lease
-        (run_checks renews it). A command/codex executor runs as a job."""
+        """Make the task's worktree and branch at the integration head, write its envelope, take a lease
+        (run_checks renews it); command/codex executors run as jobs."""
         from planegate.tools.execution.dispatch import dispatch_task as dispatch
 
         result = call(dispatch, env(ctx), run, task, executor)
@@ -552,14 +567,15 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     ) -> ChecksResult:
         """The server runs the policy's checks on the head commit and records direct evidence.
         Waits up to ~45 s, then returns a job id for get_job."""
-        from planegate.tools.execution.checks import checks_result, start_checks
+        from planegate.tools.execution.checks import start_checks
+        from planegate.tools.report.feedback import checks_feedback
 
         job = await anyio.to_thread.run_sync(lambda: call(start_checks, env(ctx), run, task, checks))
         holder.wake_worker()
         if tasks.requested(ctx):
             return await as_task(ctx, tool="run_checks", run=run, job=job)
         await wait_for_job(holder, job, TOOL_WAIT_S, ctx)
-        return await anyio.to_thread.run_sync(lambda: call(checks_result, holder.get(), job))
+        return await anyio.to_thread.run_sync(lambda: call(checks_feedback, holder.get(), job))
 
     @tool(read_only=True, idempotent=True)
     async def get_job(
@@ -569,13 +585,14 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     ) -> JobResult:
         """A job's state (checks, executor, review); waits up to wait_seconds for it to finish."""
         from planegate.tools.execution.jobview import job_result
+        from planegate.tools.report.feedback import job_feedback
 
         if tasks.requested(ctx):
             row = await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
             if row.state in ("queued", "running"):
                 return await as_task(ctx, tool="get_job", run=row.run, job=job)
         await wait_for_job(holder, job, wait_seconds, ctx)
-        return await anyio.to_thread.run_sync(lambda: call(job_result, holder.get(), job))
+        return await anyio.to_thread.run_sync(lambda: call(job_feedback, holder.get(), job))
 
     @tool(destructive=True)
     def accept_task(run: RunId, task: TaskId, ctx: Context) -> AcceptResult:
@@ -588,7 +605,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
     def request_review(
         run: RunId,
         ctx: Context,
-        task: Annotated[str | None, Field(description="the task to review")] = None,
+        task: str | None = None,
         release: Annotated[bool, Field(description="review base..integration once all tasks are done")] = False,
     ) -> ReviewRequestResult:
         """Send the task's verified change (or the whole run) to the second-model reviewer; returns a review id."""
@@ -606,7 +623,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         ctx: Context,
         wait_seconds: Annotated[float, Field(ge=0, le=45)] = 30,
     ) -> ReviewResult:
-        """A review's state, verdict and findings; waits up to wait_seconds while it runs, then says to call again."""
+        """A review's state, verdict and findings; waits up to wait_seconds while it runs."""
         from planegate.tools.review.review import pick_up_pending, review_result
 
         # A pending review (sent, reply still coming) whose re-read is due gets it queued here.
@@ -657,7 +674,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         reason: Annotated[str, Field(description="why; recorded")],
         ctx: Context,
     ) -> CancelJobResult:
-        """Cancel a queued or running job: stops its processes (at once on this host) and records it."""
+        """Cancel a queued or running job: stop its processes and record it."""
         from planegate.tools.execution.jobs import cancel_job as cancel
 
         return call(cancel, env(ctx), job, reason)
@@ -668,6 +685,34 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         from planegate.tools.execution.dispatch import cancel_task as cancel
 
         return call(cancel, env(ctx), run, task, reason)
+
+    @tool(destructive=True, described_in={"TaskSpec": "as register_graph's tasks"})
+    def amend_graph(
+        run: RunId,
+        reason: Annotated[str, Field(description="why; shown to the human approving")],
+        ctx: Context,
+        add: Annotated[list[TaskSpec], Field(default_factory=list)],
+        cancel: Annotated[list[str], Field(default_factory=list)],
+        change: Annotated[list[TaskSpec], Field(default_factory=list, description="replace undispatched tasks")],
+    ) -> AmendResult:
+        """Change the plan after dispatch: add tasks, cancel tasks or change undispatched ones; accepted work stays."""
+        from planegate.tools.execution.course import amend_graph as amend
+
+        return call(amend, env(ctx), run, add, cancel, change, reason)
+
+    @tool(destructive=True)
+    def abandon_run(run: RunId, reason: str, ctx: Context) -> AbandonResult:
+        """End a run that will not be accepted: cancels its tasks and jobs; branches and the ledger stay."""
+        from planegate.tools.execution.course import abandon_run as abandon
+
+        return call(abandon, env(ctx), run, reason)
+
+    @tool(idempotent=True, open_world=True)
+    def publish_run(run: RunId, ctx: Context) -> PublishResult:
+        """After acceptance: push the integration branch, open a draft pull request with the report (gh)."""
+        from planegate.tools.report.publish import publish_run as publish
+
+        return call(publish, env(ctx), run)
 
     apps = Apps()
     apps.add_resource(

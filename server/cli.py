@@ -52,9 +52,109 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     env = _env()
     try:
-        print_status(env, args.run)
+        print_status(env, args.run, include_abandoned=args.all)
     finally:
         env.close()
+    return 0
+
+
+def cmd_abandon(args: argparse.Namespace) -> int:
+    from planegate.tools.execution.course import abandon_run
+
+    env = _env()
+    try:
+        result = abandon_run(env, args.run, args.reason)
+    finally:
+        env.close()
+    print(f"run {result.run} abandoned")
+    for task in result.cancelled_tasks:
+        print(f"  task {task} cancelled")
+    for job in result.cancelled_jobs:
+        print(f"  job {job} cancelled")
+    for path in result.removed_worktrees:
+        print(f"  worktree removed (no uncommitted work; branch kept): {path}")
+    for path in result.kept_worktrees:
+        print(f"  worktree kept (uncommitted work; `planegate gc` parks it after retain_days): {path}")
+    print("branches, evidence and the ledger are kept; `planegate status --all` still lists the run")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from planegate.tools.execution.gc import collect_garbage
+
+    env = _env()
+    try:
+        report = collect_garbage(env, dry_run=args.dry_run)
+    finally:
+        env.close()
+    lines = report.lines()
+    for line in lines:
+        print(line)
+    if not lines:
+        print("nothing to clean")
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from planegate.tools.report.publish import publish_run
+
+    env = _env()
+    try:
+        result = publish_run(env, args.run)
+    finally:
+        env.close()
+    state = "pushed" if result.pushed else "already on the remote"
+    print(f"{result.branch} at {result.sha[:12]}: {state}")
+    if result.pull_request:
+        print(f"draft pull request: {result.pull_request}")
+    else:
+        print("open the draft pull request with:")
+        for command in result.commands:
+            print(f"  {command}")
+    if result.truncated:
+        print(f"the report was cut to fit a pull-request body ({result.body}); the full report stays an artifact")
+    return 0
+
+
+def cmd_policy_adopt(args: argparse.Namespace) -> int:
+    from planegate.tools.config import os_user
+    from planegate.tools.gates.adopt import adopt_policy, adopt_signed, describe_adoption, pending_adoption
+
+    env = _env()
+    try:
+        pending = pending_adoption(env, args.run, args.at)
+        key = None
+        if pending.mode == "signed":
+            key = _signing_key(args.key, Path(pending.run_row["repo"]))
+        elif args.key:
+            print(
+                f"planegate policy adopt: run {args.run} approves interactively; --key is for signed mode",
+                file=sys.stderr,
+            )
+            return 2
+        print(describe_adoption(pending))
+        if key is not None:
+            print("\nYour key signs this statement:")
+            print("".join(f"    {line}\n" for line in pending.statement.text().splitlines()), end="")
+            print(f"signing key: {key.describe()}")
+        print()
+        try:
+            if not confirm_on_terminal(f"Type the run id to adopt this policy for it ({args.run}): ", args.run):
+                print("not adopted (the answer did not match the run id)", file=sys.stderr)
+                return 1
+        except NoTerminal:
+            return _human_only("policy adopt")
+        if key is None:
+            row = adopt_policy(env, pending, os_user(), "cli")
+        else:
+            row = adopt_signed(env, pending, key, "cli", show_prompts=True)
+    finally:
+        env.close()
+    how = f"signed by {row['principal']}" if row["mode"] == "signed" else f"by {row['by']}"
+    print(f"policy adopted for run {args.run} {how}: sha256:{row['policy_sha256'][:16]}")
+    print(f"the agent's next get_status({args.run!r}) evaluates the gates under it")
     return 0
 
 
@@ -68,6 +168,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         anchors, notes = checkpoint_anchors(env)
         report = verify_ledger(env.store, anchors=anchors)
         signed_ok, approval_problems = verify_signed_approvals(env)
+        approval_problems += _policy_problems(env)
     finally:
         env.close()
     path = env.settings.ledger_path
@@ -94,6 +195,20 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _policy_problems(env: Any) -> list[str]:
+    """Runs whose policy no human adopted (see ``gates.adopt``)."""
+    from planegate.tools.errors import PlanegateError
+    from planegate.tools.gates.adopt import adoption_problems
+
+    problems: list[str] = []
+    for row in env.store.rows("SELECT * FROM runs ORDER BY created_at"):
+        try:
+            problems += adoption_problems(env, row)
+        except PlanegateError as exc:
+            problems.append(f"runs {row['id']}: its policy adoptions cannot be re-verified: {exc}")
+    return problems
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -535,6 +650,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = add(commands, "status", "Show the runs, or one run's tasks, blockers and next action.", cmd_status)
     status.add_argument("run", nargs="?", help="run id (omit to list runs)")
+    status.add_argument("--all", action="store_true", help="list abandoned runs too")
+
+    abandon = add(
+        commands,
+        "abandon",
+        "End a run that will not be accepted: its tasks and jobs are cancelled, branches and ledger kept.",
+        cmd_abandon,
+        "End a run that will not be accepted: open tasks are cancelled with the reason, their jobs stopped, "
+        "worktrees without uncommitted work removed; branches, evidence and the ledger are kept. The run is "
+        "hidden from `planegate status` (shown with --all).",
+    )
+    abandon.add_argument("run", help="run id")
+    abandon.add_argument("--reason", required=True, help="why (recorded)")
+
+    gc = add(
+        commands,
+        "gc",
+        "Remove merged worktrees and branches, park and remove stale ones, prune git's worktree entries.",
+        cmd_gc,
+        "Clean up after runs. Rules: an accepted task's worktree is removed, and its branch once the run is "
+        "accepted and the branch is merged; a worktree with uncommitted changes is first committed on its "
+        "branch as 'planegate: parked'; cancelled tasks' and abandoned runs' worktrees are kept retain_days "
+        "(policy, default 7) then removed, their branches kept; git's entries for worktrees deleted by hand "
+        "are pruned. Tags and integration branches are never removed.",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
+
+    publish = add(
+        commands,
+        "publish",
+        "Push an accepted run's integration branch and open a draft pull request (gh), or print the commands.",
+        cmd_publish,
+    )
+    publish.add_argument("run", help="run id")
+
+    adopt = add(
+        group("policy", "A run's policy, changed only by a human."),
+        "adopt",
+        "Adopt the policy committed at a ref for a run (a human command, typed at your terminal).",
+        cmd_policy_adopt,
+        "Show what changes between a run's policy and the one committed at --at (default: the repository's "
+        "HEAD), ask you to type the run id at your terminal (/dev/tty), and record who adopted it. When the run "
+        "approves with signatures, the adoption is signed with your SSH key (git's user.signingkey, or --key) "
+        "and checked against the allowed signers at the run's base. No agent tool can do this.",
+    )
+    adopt.add_argument("run", help="run id")
+    adopt.add_argument("--at", metavar="REF", help="commit whose .planegate/policy.toml to adopt (default: HEAD)")
+    adopt.add_argument("--key", metavar="PATH", help="SSH key to sign with (signed mode; default: git's)")
 
     add(
         group("ledger", "Inspect the ledger."),

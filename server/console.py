@@ -8,11 +8,11 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_status(env: Any, run: str | None, console: Console | None = None) -> None:
+def print_status(env: Any, run: str | None, console: Console | None = None, *, include_abandoned: bool = False) -> None:
     from planegate.tools.report.status import get_status
 
     console = console or Console()
-    result = get_status(env, run)
+    result = get_status(env, run, include_abandoned, measure_disk=True)
     if result.runs is not None:
         table = Table(title=f"planegate runs ({result.runs_total})", title_justify="left")
         for column in ("run", "stage", "tasks", "created", "goal"):
@@ -20,6 +20,8 @@ def print_status(env: Any, run: str | None, console: Console | None = None) -> N
         for line in result.runs:
             table.add_row(line.run, line.stage, str(line.tasks), line.created_at, line.goal)
         console.print(table)
+        if result.runs_hidden:
+            console.print(f"{result.runs_hidden} abandoned run(s) hidden; `planegate status --all` lists them")
         if result.workers:
             console.print(f"[yellow]workers:[/yellow] {result.workers}")
         console.print(f"next: {result.next_action}")
@@ -31,6 +33,8 @@ def print_status(env: Any, run: str | None, console: Console | None = None) -> N
     console.print(f"repo: {status.repo}  base {status.base_sha[:12]}  integration {status.integration_branch}")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(status.counts.items())) or "no tasks registered"
     console.print(f"tasks: {counts}")
+    if status.disk:
+        console.print(f"worktrees on disk: {status.disk}")
     if status.active:
         table = Table(title="active tasks", title_justify="left")
         for column in ("task", "status", "lease", "evidence", "unmet gates"):

@@ -116,6 +116,38 @@ def _inline_single_use(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def described_elsewhere(schema: dict[str, Any], definitions: dict[str, str]) -> dict[str, Any]:
+    """The schema with each named definition replaced by an object and a description that points
+    to the tool whose schema spells it out (a second copy of a large model would be paid for in
+    every ``tools/list``), and the definitions nothing refers to any more dropped. The arguments
+    are still validated against the full model: an unknown or missing field is refused by name."""
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(_REF) and ref[len(_REF) :] in definitions:
+                return {"type": "object", "description": definitions[ref[len(_REF) :]]}
+            return {key: replace(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [replace(item) for item in node]
+        return node
+
+    result = replace({key: value for key, value in schema.items() if key != "$defs"})
+    defs = {name: body for name, body in schema.get("$defs", {}).items() if name not in definitions}
+    while defs:  # keep only what is still referenced, from the schema or from a kept definition
+        counts: dict[str, int] = {}
+        _refs(result, counts)
+        for body in defs.values():
+            _refs(body, counts)
+        used = {name: body for name, body in defs.items() if counts.get(name)}
+        if used == defs:
+            break
+        defs = used
+    if defs:
+        result["$defs"] = defs
+    return result
+
+
 def _self_referencing(name: str, body: Any) -> bool:
     return f'"{_REF}{name}"' in json.dumps(body)
 

@@ -425,6 +425,49 @@ def m010_mcp_tasks(db: Database) -> None:
     )
 
 
+@migrations()
+def m011_lifecycle(db: Database) -> None:
+    """Runs that change course and clean up after themselves.
+
+    ``graph_versions`` rows of an amendment carry its reason and what it did (JSON: added,
+    cancelled, changed). ``policy_adoptions`` records each policy a human adopted for a run after
+    it started: the policy before and after (their sha256), who adopted it, and in signed mode
+    the signed statement. ``disk_usage`` caches what each run's worktrees take on disk, so a
+    status call never walks them (bookkeeping, like jobs: nothing trusts it).
+    """
+    db.executescript(
+        """
+        ALTER TABLE graph_versions ADD COLUMN reason TEXT;
+        ALTER TABLE graph_versions ADD COLUMN amendment TEXT;
+
+        CREATE TABLE policy_adoptions (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            by TEXT NOT NULL,
+            via TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            source TEXT NOT NULL,
+            previous_sha256 TEXT NOT NULL,
+            policy_sha256 TEXT NOT NULL,
+            previous_policy TEXT NOT NULL,
+            changes TEXT NOT NULL,
+            statement TEXT,
+            signature TEXT,
+            principal TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX policy_adoptions_by_run ON policy_adoptions (run_id, id);
+
+        CREATE TABLE disk_usage (
+            run_id TEXT PRIMARY KEY,
+            bytes INTEGER NOT NULL,
+            worktrees INTEGER NOT NULL,
+            measured_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -24,8 +24,8 @@ row's content as vouched). Nothing trusts it: gates confirm each lookup against 
 and ``ledger verify`` rebuilds the truth from the chain; the stored content serves only to name
 the columns an edit changed, and only when it still hashes to the event's digest.
 
-Not vouched (bookkeeping no gate trusts): ``jobs``, ``risks``, ``row_vouches`` and the events
-table itself (the hash chain covers it).
+Not vouched (bookkeeping no gate trusts): ``jobs``, ``risks``, ``disk_usage``, ``row_vouches`` and
+the events table itself (the hash chain covers it).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ VOUCHED: dict[str, tuple[str, ...]] = {
     "approvals": ("id",),
     "checkpoints": ("run_id", "n"),
     "test_reports": ("id",),
+    "policy_adoptions": ("id",),
 }
 
 VOUCH_KEY = "vouch"
@@ -195,9 +196,15 @@ def index_vouches(conn: sqlite3.Connection, event_id: int, states: Iterable[RowS
 
 
 def all_rows(conn: sqlite3.Connection) -> list[RowState]:
-    """Every row of every vouched table as it stands (for a migration that vouches for them all)."""
+    """Every row of every vouched table as it stands (for a migration that vouches for them all).
+
+    Tables a later migration creates are not there yet when an earlier one runs: they are skipped.
+    """
     states = []
+    present = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")}
     for table in VOUCHED:
+        if table not in present:
+            continue
         cursor = conn.execute(f"SELECT * FROM main.{table}")
         names = [d[0] for d in cursor.description]
         for found in cursor:

@@ -16,6 +16,7 @@ from mcp import Client
 from planegate.server.app import build_server
 from planegate.tools.config import Settings
 from planegate.tools.env import Env
+from planegate.tools.errors import WrongState
 from planegate.tools.execution.checks import start_checks
 from planegate.tools.execution.dispatch import dispatch_task
 from planegate.tools.execution.junit import parse_report
@@ -168,6 +169,15 @@ def test_a_conftest_that_turns_failures_into_passes_is_an_undeclared_harness_cha
     assert "changes test-harness paths the task did not declare: tests/conftest.py" in refusal["tests"]
     assert "declares changes_harness with a reason" in refusal["tests"]
 
+    # No review is spent on it: the undeclared harness change alone keeps the task from acceptance.
+    with pytest.raises(WrongState, match=r"not sending task 'calc' to a reviewer: .*\[tests\] changes test-harness"):
+        request_review(env, run, "calc")
+
+    declared = DeclaredHarness(paths=["tests/conftest.py"], reason="shared fixtures for R1")
+    run = planned_run(
+        env, repo_with(tmp_path / "declared", review='reviewer = "manual"'), [calc_task(changes_harness=declared), TEXT]
+    )
+    checked(env, run, "calc", cheat)
     packet = Path(request_review(env, run, "calc").packet)
     tests_part = (packet / "tests.md").read_text()
     harness = tests_part.split("### Test-harness files")[1].split("###")[0]
@@ -176,13 +186,6 @@ def test_a_conftest_that_turns_failures_into_passes_is_an_undeclared_harness_cha
     prompt = (packet / "prompt.md").read_text()
     assert "## Test and harness changes" in prompt
     assert "so that failures pass or tests stop running" in prompt
-
-    declared = DeclaredHarness(paths=["tests/conftest.py"], reason="shared fixtures for R1")
-    run = planned_run(
-        env, repo_with(tmp_path / "declared", review='reviewer = "manual"'), [calc_task(changes_harness=declared), TEXT]
-    )
-    checked(env, run, "calc", cheat)
-    tests_part = (Path(request_review(env, run, "calc").packet) / "tests.md").read_text()
     assert "changes test harness: tests/conftest.py — reason: shared fixtures for R1" in tests_part
     accept_task(env, run, "calc")  # declared, the harness change is the reviewer's to judge (this policy skips review)
 

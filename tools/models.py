@@ -63,7 +63,7 @@ class Requirement(_In):
 
 class Module(_In):
     name: str
-    owns: list[str] = Field(description="path globs this module owns, e.g. src/api/**")
+    owns: list[str] = Field(description="path globs it owns, e.g. src/api/**")
     depends_on: list[str] = Field(default_factory=list)
     shared: bool = Field(default=False, description="may overlap other modules' ownership")
 
@@ -91,7 +91,7 @@ class TaskSpec(_In):
     depends_on: list[str] = Field(default_factory=list)
     scope: list[str] = Field(description="path globs the task may change")
     requirements: list[str] = Field(description="requirement ids it serves")
-    acceptance: list[str] = Field(default_factory=list, description="acceptance notes")
+    acceptance: list[str] = Field(default_factory=list)
     removes_tests: DeclaredTests | None = Field(default=None, description="passing tests it removes")
     rewrites_tests: DeclaredTests | None = Field(default=None, description="changed tests that may pass on the base")
     changes_harness: DeclaredHarness | None = Field(default=None, description="test-harness files it changes")
@@ -214,11 +214,13 @@ class RunStatus(BaseModel):
     active: list[ActiveTask] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
     more: dict[str, int] = Field(default_factory=dict, description="entries left out of each list")
+    disk: str | None = Field(default=None, description="its worktrees' disk use")
 
 
 class StatusResult(BaseModel):
     runs: list[RunLine] | None = None
     runs_total: int | None = None
+    runs_hidden: int | None = None
     status: RunStatus | None = None
     workers: str | None = Field(default=None, description="set while job workers are paused or draining")
     next_action: str
@@ -232,7 +234,7 @@ class DispatchResult(BaseModel):
     base_sha: str
     lease_expires: str
     executor: Executor
-    job: int | None = Field(default=None, description="executor job id (command/codex)")
+    job: int | None = None
     job_state: str | None = None
     taken_over: bool = False
     envelope_path: str
@@ -265,7 +267,7 @@ class EvidenceResult(BaseModel):
     label: Reported
     head_sha: str | None
     artifacts: list[ArtifactLine] = Field(default_factory=list)
-    counted: bool = Field(description="whether any gate counts it: never for reported evidence")
+    counted: bool = Field(description="does a gate count it (never for reported evidence)")
     next_step: str
 
 
@@ -290,6 +292,7 @@ class ChecksResult(BaseModel):
     error: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
+    gates: list[GateLine] = Field(default_factory=list, description="unmet diff gates")
     next_step: str
 
 
@@ -405,8 +408,44 @@ class AcceptRunResult(BaseModel):
     integration_sha: str
     integration_branch: str
     gates: list[GateLine]
-    report: str = Field(description="markdown report, usable as a pull-request body")
+    report: str = Field(description="markdown, usable as a pull-request body")
     report_html: str
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
+    cleaned: list[str] = Field(default_factory=list)
+    next_step: str
+
+
+class AbandonResult(BaseModel):
+    run: str
+    cancelled_tasks: list[str]
+    cancelled_jobs: list[int]
+    removed_worktrees: list[str]
+    kept_worktrees: list[str] = Field(description="uncommitted work inside")
+    next_step: str
+
+
+class AmendResult(BaseModel):
+    run: str
+    version: int
+    added: list[str]
+    cancelled: list[str]
+    changed: list[str]
+    waves: list[list[str]]
+    coverage: dict[str, list[str]]
+    ready: list[str]
+    cancelled_jobs: list[int] = Field(default_factory=list)
+    next_step: str
+
+
+class PublishResult(BaseModel):
+    run: str
+    branch: str
+    base: str
+    sha: str
+    pushed: bool
+    pull_request: str | None = Field(description="draft pull request URL")
+    body: str
+    truncated: bool
+    commands: list[str] = Field(default_factory=list, description="to run when gh could not")
     next_step: str

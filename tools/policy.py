@@ -241,6 +241,29 @@ class SuiteSettings(_Section):
         return out
 
 
+class PublishSettings(_Section):
+    """Where ``publish_run`` pushes an accepted run and what its draft pull request targets.
+
+    ``remote`` is a git remote of the repository; ``base`` the branch the pull request merges into
+    (empty: the branch the run started from, else the remote's default branch); ``branch`` the
+    name pushed (empty: the run's integration branch; ``{run}`` is replaced by the run id). The
+    pushed branch may never be the remote's default branch nor ``base``.
+    """
+
+    remote: str = "origin"
+    base: str = ""
+    branch: str = ""
+
+    @field_validator("remote", "base", "branch")
+    @classmethod
+    def _ref_safe(cls, value: str) -> str:
+        if value.startswith("-") or any(c in value for c in " \t\n~^:?*[\\") or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a usable remote or branch name (no leading '-', spaces, '..', or ~^:?*[)"
+            )
+        return value
+
+
 class Policy(_Section):
     """Every gate and limit a run is held to; the defaults are the documented ones."""
 
@@ -260,11 +283,14 @@ class Policy(_Section):
     require_architecture: bool = True
     require_human_approval: bool = True
     retain_worktrees: bool = False
+    retain_branches: bool = False
+    retain_days: float = Field(default=7, ge=0)
     check_timeout_s: float = Field(default=1800, gt=0)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     tests: SuiteSettings = Field(default_factory=SuiteSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
 
     @field_validator("checks")
     @classmethod
@@ -319,7 +345,8 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval", "tests"} else None
+    sections = {"executor", "review", "checks", "approval", "tests", "publish"}
+    section = keys[0] if len(keys) > 1 and keys[0] in sections else None
     key = keys[1] if section else keys[0]
     in_section = section is None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -416,11 +443,17 @@ max_files = 25
 max_changed_lines = 1200
 # allowed_extensions = [".py", ".md"]   # example: refuse changes to other file types
 
-# Dispatch: tasks running at once, lease length, keep worktrees after acceptance.
+# Dispatch: tasks running at once, lease length, check timeout.
 max_parallel = 2
 lease_minutes = 60
-retain_worktrees = false
 check_timeout_s = 1800
+
+# Cleanup: accepted tasks' worktrees go at acceptance and their merged branches once the run is
+# accepted, unless kept here; `planegate gc` removes cancelled and abandoned work retain_days
+# after it stopped (uncommitted changes are first committed as "planegate: parked").
+retain_worktrees = false
+retain_branches = false
+retain_days = 7
 
 # Gates.
 require_review = true
@@ -493,4 +526,11 @@ integrity = true
 # (changes_harness with a reason). "glob#key" limits a file to one key or section.
 # harness_paths = ["**/conftest.py", "**/pytest.ini", "**/tox.ini", "**/pyproject.toml#tool.pytest",
 #                  "**/package.json#scripts", "**/jest.config.*", "**/vitest.config.*", ...]
+
+[publish]
+# publish_run pushes an accepted run's integration branch to `remote` and opens a draft pull
+# request into `base` with gh (when installed and logged in; otherwise it prints the commands).
+remote = "origin"
+base = ""                 # default: the branch the run started from, else the remote's default branch
+branch = ""               # default: planegate/<run>/integration; "{run}" is replaced by the run id
 """

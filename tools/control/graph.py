@@ -30,6 +30,7 @@ from ..errors import InvalidInput, WrongState
 from ..models import DeclaredHarness, DeclaredTests, GraphResult, TaskSpec, stage_at_least
 from ..names import check_name
 from .runs import _check_open, current_architecture, current_requirements, find_cycle, set_stage
+from .tasks import first_dispatchable
 
 MAX_DECLARED = 200
 DECLARATIONS = ("removes_tests", "rewrites_tests", "changes_harness")
@@ -127,6 +128,67 @@ def _topological(deps: dict[str, list[str]], seq: dict[str, int]) -> list[str] |
     return order if len(order) == len(deps) else None
 
 
+class TaskChecker:
+    """Checks one task spec against the frozen requirements and architecture; its canonical form."""
+
+    def __init__(self, requirement_ids: set[str], modules: list[dict[str, Any]] | None) -> None:
+        self.requirement_ids = requirement_ids
+        self.owned = [(g, globs.literal_prefix(g)) for m in modules for g in m["owns"]] if modules is not None else None
+        self.scope_cache: dict[str, bool] = {}
+
+    def item(self, task: TaskSpec, order_deps: Any = sorted) -> dict[str, Any]:
+        """The task as stored (without its wave).
+
+        Raises:
+            InvalidInput: a malformed id, a self-dependency, no or unknown requirements, no scope or
+                scope outside the architecture, an empty title or goal, a bad declaration.
+        """
+        check_name("task", task.id)
+        for dep in task.depends_on:
+            if dep == task.id:
+                raise InvalidInput(f"task {task.id!r} depends on itself; remove {dep!r} from its depends_on")
+        if not task.requirements:
+            raise InvalidInput(f"task {task.id!r} serves no requirement; list the requirement ids it delivers")
+        for rid in task.requirements:
+            if rid not in self.requirement_ids:
+                known = ", ".join(sorted(self.requirement_ids)[:20])
+                raise InvalidInput(
+                    f"task {task.id!r} names requirement {rid!r}, which is not frozen; known: {known} "
+                    "(amend the requirements first if it is new)"
+                )
+        if not task.scope:
+            raise InvalidInput(f"task {task.id!r} has no scope; give the path globs it may change, e.g. 'src/api/**'")
+        scope = [globs.normalize_glob(g) for g in task.scope]
+        if self.owned is not None:
+            for pattern in scope:
+                inside = self.scope_cache.get(pattern)
+                if inside is None:
+                    inside = self.scope_cache[pattern] = _owned(pattern, self.owned)
+                if not inside:
+                    raise InvalidInput(
+                        f"task {task.id!r} has scope {pattern!r}, which no module owns; narrow the scope to a "
+                        "module's paths or amend the architecture (freeze_architecture with amend_reason)"
+                    )
+        title = task.title.strip()
+        goal = task.goal.strip()
+        if not title or not goal:
+            raise InvalidInput(f"task {task.id!r} needs a non-empty title and goal")
+        item: dict[str, Any] = {
+            "id": task.id,
+            "title": title,
+            "goal": goal,
+            "depends_on": order_deps(task.depends_on),
+            "scope": scope,
+            "requirements": sorted(set(task.requirements)),
+            "acceptance": [a.strip() for a in task.acceptance if a.strip()],
+        }
+        declared = {key: _declared(task.id, key, getattr(task, key)) for key in DECLARATIONS}
+        if any(declared.values()):
+            # Only present when declared, so graphs without declarations keep their content hash.
+            item["declarations"] = {key: value for key, value in declared.items() if value}
+        return item
+
+
 def validate_graph(
     tasks: list[TaskSpec], requirement_ids: set[str], modules: list[dict[str, Any]] | None
 ) -> ValidGraph:
@@ -145,8 +207,7 @@ def validate_graph(
         seq[task.id] = index
     deps: dict[str, list[str]] = {}
     body: list[dict[str, Any]] = []
-    scope_cache: dict[str, bool] = {}
-    owned = [(g, globs.literal_prefix(g)) for m in modules for g in m["owns"]] if modules is not None else None
+    checker = TaskChecker(requirement_ids, modules)
     for task in tasks:
         for dep in task.depends_on:
             if dep not in seq:
@@ -154,48 +215,8 @@ def validate_graph(
                     f"task {task.id!r} depends on {dep!r}, which is not a task in this graph; "
                     "add it or remove the dependency"
                 )
-            if dep == task.id:
-                raise InvalidInput(f"task {task.id!r} depends on itself; remove {dep!r} from its depends_on")
-        deps[task.id] = sorted(set(task.depends_on), key=seq.__getitem__)
-        if not task.requirements:
-            raise InvalidInput(f"task {task.id!r} serves no requirement; list the requirement ids it delivers")
-        for rid in task.requirements:
-            if rid not in requirement_ids:
-                known = ", ".join(sorted(requirement_ids)[:20])
-                raise InvalidInput(
-                    f"task {task.id!r} names requirement {rid!r}, which is not frozen; known: {known} "
-                    "(amend the requirements first if it is new)"
-                )
-        if not task.scope:
-            raise InvalidInput(f"task {task.id!r} has no scope; give the path globs it may change, e.g. 'src/api/**'")
-        scope = [globs.normalize_glob(g) for g in task.scope]
-        if owned is not None:
-            for pattern in scope:
-                inside = scope_cache.get(pattern)
-                if inside is None:
-                    inside = scope_cache[pattern] = _owned(pattern, owned)
-                if not inside:
-                    raise InvalidInput(
-                        f"task {task.id!r} has scope {pattern!r}, which no module owns; narrow the scope to a "
-                        "module's paths or amend the architecture (freeze_architecture with amend_reason)"
-                    )
-        title = task.title.strip()
-        goal = task.goal.strip()
-        if not title or not goal:
-            raise InvalidInput(f"task {task.id!r} needs a non-empty title and goal")
-        item: dict[str, Any] = {
-            "id": task.id,
-            "title": title,
-            "goal": goal,
-            "depends_on": deps[task.id],
-            "scope": scope,
-            "requirements": sorted(set(task.requirements)),
-            "acceptance": [a.strip() for a in task.acceptance if a.strip()],
-        }
-        declared = {key: _declared(task.id, key, getattr(task, key)) for key in DECLARATIONS}
-        if any(declared.values()):
-            # Only present when declared, so graphs without declarations keep their content hash.
-            item["declarations"] = {key: value for key, value in declared.items() if value}
+        item = checker.item(task, lambda deps_: sorted(set(deps_), key=seq.__getitem__))
+        deps[task.id] = item["depends_on"]
         body.append(item)
     order = _topological(deps, seq)
     if order is None:
@@ -253,7 +274,7 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
             (run, run_row["graph_version"]),
         )
         if current and current["content_sha256"] == graph.content_sha256:
-            return _result(w, run, run_row["graph_version"], graph, "nothing changed; ")
+            return _result(w, run, run_row["graph_version"], graph, "nothing changed; ", env)
         started = w.rows(
             "SELECT id, status FROM tasks WHERE run_id = ? AND status NOT IN ('blocked', 'ready') LIMIT 5", (run,)
         )
@@ -313,14 +334,15 @@ def register_graph(env: Env, run: str, tasks: list[TaskSpec]) -> GraphResult:
             w.event("graph.replaced", run=run, **payload)
         else:
             set_stage(w, run_row, "planned", "graph.registered", **payload)
-        return _result(w, run, version, graph, "")
+        return _result(w, run, version, graph, "", env)
 
 
-def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str) -> GraphResult:
+def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str, env: Env) -> GraphResult:
     ready = [
         r["id"]
         for r in reader.rows("SELECT id FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT 50", (run,))
     ]
+    first = first_dispatchable(env, env.run_row(run), ready)
     return GraphResult(
         run=run,
         version=version,
@@ -328,5 +350,5 @@ def _result(reader: Any, run: str, version: int, graph: ValidGraph, note: str) -
         waves=graph.waves,
         coverage=graph.coverage,
         ready=ready,
-        next_step=note + (f"dispatch_task(run={run!r}, task={ready[0]!r})" if ready else f"get_status({run!r})"),
+        next_step=note + (f"dispatch_task(run={run!r}, task={first!r})" if first else f"get_status({run!r})"),
     )

@@ -12,20 +12,18 @@ overlaps its own, nor beyond the policy's ``max_parallel``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from planegate.store import Writer, now_iso, placeholders
+from planegate.store import Writer, now_iso
 
-from .. import globs
 from ..control.runs import move_task, set_stage
-from ..control.tasks import lease_holder
+from ..control.tasks import dispatch_refusal, lease_holder
 from ..env import Env
 from ..errors import Conflict, ExecutionError, GitError, InvalidInput, WrongState
 from ..gitrepo import GitRepo
-from ..models import ACTIVE_STATUSES, CancelResult, DispatchResult, Link, set_links, task_uri
+from ..models import CancelResult, DispatchResult, Link, set_links, task_uri
 from ..names import check_name
 from ..policy import Policy
 from .envelope import ENVELOPE_NAME, render_envelope
@@ -68,48 +66,9 @@ def _refuse_unless_dispatchable(
     w: Writer, env: Env, run_row: dict[str, Any], row: dict[str, Any], policy: Policy
 ) -> bool:
     """Raise unless the task may be dispatched now; True when this is a takeover."""
-    run, task = run_row["id"], row["id"]
-    if run_row["stage"] not in ("planned", "executing"):
-        if run_row["stage"] in ("draft", "requirements_frozen", "architecture_frozen"):
-            raise WrongState(f"run {run!r} is {run_row['stage']}, not planned; register_graph first")
-        raise WrongState(f"run {run!r} is {run_row['stage']}; no task can be dispatched now")
-    status = row["status"]
-    takeover = False
-    if status == "blocked":
-        waiting = w.rows(
-            "SELECT d.id, d.status FROM task_edges e JOIN tasks d ON d.run_id = e.run_id AND d.id = e.depends_on"
-            " WHERE e.run_id = ? AND e.task_id = ? AND d.status != 'accepted'",
-            (run, task),
-        )
-        names = ", ".join(f"{d['id']} ({d['status']})" for d in waiting)
-        raise WrongState(f"task {task!r} depends on {names}, not yet accepted; accept those first or get_status")
-    if status in ("accepted", "cancelled"):
-        raise WrongState(f"task {task!r} is {status}; it cannot be dispatched again")
-    if status in ACTIVE_STATUSES:
-        if row["lease_expires"] and row["lease_expires"] >= w.at:
-            raise Conflict(
-                f"task {task!r} is already dispatched ({status}); its lease is held by {row['lease_owner']} "
-                f"until {row['lease_expires']}; work in {row['worktree']} or wait for the lease to expire"
-            )
-        takeover = True
-    others = w.rows(
-        f"SELECT id, scope FROM tasks WHERE run_id = ? AND id != ? AND status IN ({placeholders(ACTIVE_STATUSES)})",
-        (run, task, *ACTIVE_STATUSES),
-    )
-    if not takeover and len(others) >= policy.max_parallel:
-        raise Conflict(
-            f"max_parallel is {policy.max_parallel} and {len(others)} tasks are running "
-            f"({', '.join(o['id'] for o in others)}); accept or cancel one first"
-        )
-    scope = json.loads(row["scope"])
-    for other in others:
-        hit = globs.first_overlap(scope, json.loads(other["scope"]))
-        if hit:
-            mine, theirs, witness = hit
-            raise Conflict(
-                f"task {task!r} ({mine}) overlaps running task {other['id']!r} ({theirs}) at {witness!r}; "
-                f"shared paths are serialised: accept or cancel {other['id']!r} first"
-            )
+    problem, takeover = dispatch_refusal(w, run_row, row, policy, w.at)
+    if problem is not None:
+        raise problem
     return takeover
 
 
@@ -233,6 +192,10 @@ def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> Non
     if path.exists() and (path / ".git").exists():
         return  # a takeover keeps the worktree it finds
     path.parent.mkdir(parents=True, exist_ok=True)
+    if repo.branch_sha(branch) is not None:
+        # The branch's earlier worktree may have been deleted by hand: git still lists it and
+        # refuses to check the branch out again until that entry is pruned.
+        repo.prune_worktrees()
     repo.add_worktree(path, branch, base_sha)
 
 

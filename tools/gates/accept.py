@@ -27,7 +27,7 @@ from typing import Any
 from planegate.store import Anchor, ChainHead, Writer, placeholders
 
 from ..control.runs import move_task, set_stage
-from ..control.tasks import settle_status
+from ..control.tasks import first_dispatchable, settle_status
 from ..env import Env
 from ..errors import Conflict, GitError, InvalidInput, NotFound, PlanegateError, WrongState
 from ..gitrepo import GitRepo, trailers
@@ -183,10 +183,19 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
             "SELECT COUNT(*) FROM tasks WHERE run_id = ? AND status NOT IN ('accepted', 'cancelled')", (run,)
         )
     )
-    if unlocked:
-        next_step = f"dispatch_task(run={run!r}, task={unlocked[0]!r})"
+    ready = [
+        r["id"]
+        for r in env.store.rows(
+            "SELECT id FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT 20", (run,)
+        )
+    ]
+    dispatchable = first_dispatchable(env, env.run_row(run), [*unlocked, *ready])
+    if dispatchable:
+        next_step = f"dispatch_task(run={run!r}, task={dispatchable!r})"
     elif remaining == 0:
-        next_step = f"request_review(run={run!r}, release=True)"
+        # The merge made a new integration head: no check has run on it yet, and the release
+        # review refuses until the required checks pass there.
+        next_step = f"run_checks(run={run!r})" if policy.required else f"request_review(run={run!r}, release=True)"
     else:
         next_step = f"get_status({run!r})"
     return AcceptResult(

@@ -2,7 +2,9 @@
 
 The diffstat of base..integration head, the tasks (cancelled ones with their reasons), every
 requirement amendment since the first freeze with its reason (an amendment can remove a
-requirement nobody delivered, so the human must see it), the reviews with their findings, the
+requirement nobody delivered, so the human must see it), every graph amendment after dispatch
+(tasks added, cancelled, changed, with the reason), every policy adopted after the run started
+(what it changed, who adopted it), the reviews with their findings, the
 risks, the gates, the report's path, and what the approval mode stops and does not stop. Lists
 are capped; the report has everything. The text reads no clock, so a client asked the same
 question twice sees the same words.
@@ -13,9 +15,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..control.amend import amendment_lines
 from ..env import Env
 from ..errors import GitError
 from ..gitrepo import GitRepo
+from .adopt import adoption_lines
 from .approval import Mode
 from .gates import GateResult
 
@@ -197,6 +201,15 @@ def describe(
         "",
         "Requirement amendments since the first freeze:",
         *_amendments(env, run),
+        "",
+        "Graph amendments after dispatch:",
+        *([f"  {line}" for line in amendment_lines(env, run, LIST_LIMIT)] or ["  none: the plan is as registered"]),
+        "",
+        "Policy adopted after the run started:",
+        *(
+            [f"  {line}" for line in adoption_lines(env, run)]
+            or ["  none: the policy is the one committed at the base"]
+        ),
         "",
         "Reviews and their open findings:",
         *_reviews(env, run, tasks, head),

@@ -51,6 +51,7 @@ from ..gitrepo import (
 from ..globs import glob_matches, matches_any, normalize_glob
 from ..policy import Policy
 from . import identity
+from .adopt import adoption_problems
 from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, task_gates
 from .links import LinkEscape, escaping_links
 from .secrets import BLOB_SCAN_LIMIT, SecretFinding, scan_blob, scan_diff
@@ -288,6 +289,7 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
     run, task = run_row["id"], row["id"]
     ledger: list[str] = []
     vouched(env, "runs", [run_row], ledger)
+    ledger += adoption_problems(env, run_row)
     vouched(env, "tasks", [row], ledger)
     policy = env.policy(run_row)
     repo = env.repo(run_row["repo"])

@@ -28,6 +28,7 @@ from ..errors import Conflict, InvalidInput, PlanegateError, WrongState
 from ..models import ApprovalResult
 from . import approval, signing
 from .accept import checkpoint_anchors
+from .adopt import adoption_problems
 from .facts import review_facts, trusted_evidence, vouched
 from .gates import GateResult, GatesUnmet, RunFacts, run_gates
 
@@ -36,6 +37,7 @@ def run_facts(env: Env, run: str) -> RunFacts:
     run_row = env.run_row(run)
     ledger: list[str] = []
     vouched(env, "runs", [run_row], ledger)
+    ledger += adoption_problems(env, run_row)
     vouched(
         env,
         "requirement_versions",

@@ -6,15 +6,20 @@ Used by ``get_status``; each function takes the snapshot reader it is given and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from planegate.store import now_iso, placeholders
 
+from ..control.tasks import first_dispatchable
 from ..env import Env
 from ..execution.jobview import attention_step
+from ..gates.early import gate_step, run_next_step
 from ..gates.facts import evaluate_task
+from ..gates.gates import GateResult
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, ActiveTask, EvidenceLine, GateLine, RunStatus
+from .remote import publish_remote_url
 
 EVIDENCE_SHOWN = 8
 
@@ -133,7 +138,7 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
     if stage == "architecture_frozen":
         return f"register_graph(run={run!r}, tasks=[...])"
     if stage == "accepted":
-        return f"done: the run is accepted; `planegate report {run}` writes the pull-request body"
+        return publish_step(env, run_row)
     if stage == "abandoned":
         return "done: the run was abandoned; start_run to begin again"
     counts = status.counts
@@ -154,15 +159,18 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
             return attention_step(attention[active.task])
     policy = env.policy(run_row)
     active_count = sum(counts.get(s, 0) for s in ACTIVE_STATUSES)
-    if status.ready and active_count < policy.max_parallel:
-        return f"dispatch_task(run={run!r}, task={status.ready[0]!r})"
+    dispatchable = first_dispatchable(env, run_row, status.ready) if active_count < policy.max_parallel else None
+    if dispatchable:
+        return f"dispatch_task(run={run!r}, task={dispatchable!r})"
     for active in status.active:
         unmet = [g for g in active.gates if g.gate != "dependencies"]
         if unmet and active.status in ("in_progress", "approved"):
             first = unmet[0]
             if first.gate == "merge" and "changes nothing" in first.reason:
-                return f"work on task {active.task!r} in {active.worktree} and commit"
-            return f"task {active.task!r}: {first.gate}: {first.reason} Next: {first.next_step}"
+                call = f"run_checks(run={run!r}, task={active.task!r})"
+                return f"work on task {active.task!r} in {active.worktree}, commit, then {call}"
+            step = gate_step(GateResult(first.gate, first.ok, first.reason, first.next_step), run, active.task)
+            return f"task {active.task!r}: {first.gate}: {first.reason} Next: {step}"
     if by_status.get("in_review"):
         return f"get_status({run!r}) again shortly: task {by_status['in_review'][0]!r} is being reviewed"
     total = sum(counts.values())
@@ -172,9 +180,58 @@ def next_action(env: Env, run_row: dict[str, Any], status: RunStatus) -> str:
         unmet_run = next((g for g in gates if not g.ok), None)
         if unmet_run is None:
             return f"accept_run(run={run!r})"
+        review = env.store.one(
+            "SELECT id FROM reviews WHERE run_id = ? AND task_id IS NULL AND status IN ('queued', 'running', 'pending')"
+            " ORDER BY created_at DESC LIMIT 1",
+            (run,),
+        )
+        if review is not None and unmet_run.gate == "release_review":
+            return f"get_review({review['id']!r}): the release review is under way"
         if None in attention:
             return attention_step(attention[None])
-        return f"{unmet_run.gate}: {unmet_run.reason} Next: {unmet_run.next_step}"
+        return f"{unmet_run.gate}: {unmet_run.reason} Next: {run_next_step(env, run)}"
     if status.blocked:
-        return f"tasks are blocked: {status.blocked[0].task} is {status.blocked[0].reason}"
+        stuck = _stuck(env, run)
+        if stuck:
+            return stuck
+        return (
+            f"tasks are blocked: {status.blocked[0].task} is {status.blocked[0].reason}; "
+            f"get_status({run!r}) again once a running task is accepted"
+        )
     return f"get_status({run!r})"
+
+
+def _stuck(env: Env, run: str) -> str | None:
+    """Blocked tasks waiting on a cancelled task can never start: say how to change course."""
+    row = env.store.one(
+        "SELECT e.task_id, e.depends_on FROM task_edges e JOIN tasks t ON t.run_id = e.run_id AND t.id = e.task_id"
+        " JOIN tasks d ON d.run_id = e.run_id AND d.id = e.depends_on"
+        " WHERE e.run_id = ? AND t.status = 'blocked' AND d.status = 'cancelled' LIMIT 1",
+        (run,),
+    )
+    if row is None:
+        return None
+    return (
+        f"task {row['task_id']!r} waits for {row['depends_on']!r}, which is cancelled, so it can never start: "
+        f"amend_graph(run={run!r}, change=[...] dropping that dependency, or cancel=[{row['task_id']!r}], "
+        "reason=...), or abandon_run if the run will not be finished"
+    )
+
+
+def publish_step(env: Env, run_row: dict[str, Any]) -> str:
+    """After acceptance: publish, unless it is done or there is nowhere to publish to."""
+    run = run_row["id"]
+    published = env.store.one(
+        "SELECT payload FROM events WHERE run_id = ? AND kind = 'run.published' ORDER BY id DESC LIMIT 1", (run,)
+    )
+    if published is not None:
+        url = json.loads(published["payload"]).get("pull_request")
+        where = f"the draft pull request {url}" if url else "the pushed branch (open its pull request by hand)"
+        return f"done: the run is accepted and published; a human reviews {where}"
+    remote = env.policy(run_row).publish.remote
+    if publish_remote_url(env.repo(run_row["repo"]), remote) is None:
+        return (
+            f"done: the run is accepted. To publish it, the repository needs the git remote {remote!r} "
+            f"([publish] remote in the policy); `planegate report {run}` writes the pull-request body meanwhile"
+        )
+    return f"publish_run(run={run!r})"

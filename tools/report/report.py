@@ -2,8 +2,9 @@
 
 One report, three files: ``report.md`` (meant as a pull-request body), ``report.html`` (one
 self-contained page: inline CSS, no script, no external asset) and ``graph.svg`` (the task graph).
-Sections come in a fixed order — summary, requirements, architecture, tasks, evidence, reviews,
-the task graph, gates — and are built once as a small list of blocks that each format renders,
+Sections come in a fixed order — summary, requirements, architecture, tasks, changes of course
+(graph amendments and adopted policies, when there are any), evidence, reviews, the task graph,
+gates — and are built once as a small list of blocks that each format renders,
 so the two documents always say the same thing.
 
 Invariants: the report only reads (the ledger in one snapshot, and the integration branch tip
@@ -72,6 +73,8 @@ class _Facts:
     run_events: int
     ledger_events: int
     ledger_head: str | None
+    amendments: list[dict[str, Any]] = field(default_factory=list)
+    adoptions: list[dict[str, Any]] = field(default_factory=list)
     integration_head: str | None = None
     head_note: str = ""
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,6 +118,16 @@ def _gather(env: Env, run: str) -> _Facts:
             run_events=int(db.scalar("SELECT COUNT(*) FROM events WHERE run_id = ?", (run,))),
             ledger_events=int(last["id"]) if last else 0,
             ledger_head=last["hash"] if last else None,
+            amendments=db.rows(
+                "SELECT version, reason, amendment, registered_at FROM graph_versions"
+                " WHERE run_id = ? AND amendment IS NOT NULL ORDER BY version",
+                (run,),
+            ),
+            adoptions=db.rows(
+                "SELECT by, via, mode, principal, source, changes, at FROM policy_adoptions"
+                " WHERE run_id = ? ORDER BY id",
+                (run,),
+            ),
             by_id={t["id"]: t for t in tasks},
         )
     try:
@@ -249,6 +262,31 @@ def _tasks(facts: _Facts) -> list[Block]:
         if t["status"] == "cancelled":
             items.append([Strong("Cancelled"), ": ", plain(t["cancel_reason"] or "no reason recorded", 600)])
         blocks += [Heading(3, f"{t['id']} — {plain(t['title'], 80)}"), Bullets(items)]
+    return blocks
+
+
+def _changes_of_course(facts: _Facts) -> list[Block]:
+    """Amendments to the plan after dispatch and policies adopted after the start: a human must see them."""
+    if not facts.amendments and not facts.adoptions:
+        return []
+    blocks: list[Block] = [Heading(2, "Changes of course")]
+    for row in facts.amendments:
+        done = json.loads(row["amendment"])
+        items: list[Parts] = []
+        for verb in ("added", "cancelled"):
+            for task in done.get(verb, []):
+                title = facts.by_id.get(task, {}).get("title", "")
+                items.append([Strong(verb), " ", Code(task), ": ", plain(title, 120)])
+        for task, fields in done.get("changed", {}).items():
+            items.append([Strong("changed"), " ", Code(task), " (", ", ".join(fields) or "nothing", ")"])
+        blocks.append(
+            para(f"Graph version {row['version']} ({row['registered_at']}), reason: ", plain(row["reason"] or "", 600))
+        )
+        blocks.append(Bullets(items))
+    for row in facts.adoptions:
+        who = f"signed by {row['principal']}" if row["mode"] == "signed" else f"by {row['by']} via {row['via']}"
+        blocks.append(para(f"Policy adopted {row['at']} {who}, from ", Code(plain(row["source"], 200)), ":"))
+        blocks.append(Bullets([[Code(plain(change, 300))] for change in json.loads(row["changes"])]))
     return blocks
 
 
@@ -412,6 +450,7 @@ def build_report(env: Env, run: str, run_gates: list[GateResult] | None = None) 
         *_requirements(facts),
         *_architecture(facts),
         *_tasks(facts),
+        *_changes_of_course(facts),
         *_evidence(facts),
         *_reviews(facts),
         *_graph(facts, svg),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..env import Env
+from ..execution.diskuse import cached
 from ..execution.jobs import workers_note
 from ..models import Blocked, RunLine, RunStatus, StatusResult
 from .activity import active_tasks, next_action, run_risks
@@ -18,14 +19,17 @@ LIMIT = 10
 RUNS_LIMIT = 20
 
 
-def list_runs(env: Env) -> StatusResult:
+def list_runs(env: Env, include_abandoned: bool = False) -> StatusResult:
+    """Runs newest first; abandoned runs only when asked for (they are done with)."""
+    hide = "" if include_abandoned else " WHERE r.stage != 'abandoned'"
     rows = env.store.rows(
         "SELECT r.id, r.goal, r.stage, r.repo, r.created_at,"
         " (SELECT COUNT(*) FROM tasks t WHERE t.run_id = r.id) AS tasks"
-        " FROM runs r ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+        f" FROM runs r{hide} ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
         (RUNS_LIMIT,),
     )
-    total = int(env.store.scalar("SELECT COUNT(*) FROM runs"))
+    total = int(env.store.scalar(f"SELECT COUNT(*) FROM runs r{hide}"))
+    hidden = 0 if include_abandoned else int(env.store.scalar("SELECT COUNT(*) FROM runs WHERE stage = 'abandoned'"))
     lines = [
         RunLine(
             run=r["id"],
@@ -42,7 +46,15 @@ def list_runs(env: Env) -> StatusResult:
         if not lines
         else f"get_status(run={lines[0].run!r}) for the newest run's details"
     )
-    return StatusResult(runs=lines, runs_total=total, workers=workers_note(env.store), next_action=next_action)
+    if hidden:
+        next_action += f"; {hidden} abandoned run(s) hidden: get_status(include_abandoned=True) lists them"
+    return StatusResult(
+        runs=lines,
+        runs_total=total,
+        runs_hidden=hidden or None,
+        workers=workers_note(env.store),
+        next_action=next_action,
+    )
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -65,7 +77,7 @@ def blocked_reasons(reader: Any, run: str, limit: int) -> list[Blocked]:
     return [Blocked(task=task, reason="waiting for " + ", ".join(deps)) for task, deps in waiting.items()]
 
 
-def run_status(env: Env, run: str) -> StatusResult:
+def run_status(env: Env, run: str, *, measure_disk: bool = False) -> StatusResult:
     with env.store.snapshot() as reader:
         run_row = env.run_row(run)
         counts = {
@@ -104,14 +116,21 @@ def run_status(env: Env, run: str) -> StatusResult:
         active=active,
         risks=risks,
         more=more,
+        disk=cached(env, run, wait=measure_disk).text(),
     )
     return StatusResult(status=status, workers=workers, next_action=next_action(env, run_row, status))
 
 
-def get_status(env: Env, run: str | None = None) -> StatusResult:
-    """The runs (newest first) without ``run``; one run's state and next action with it.
+def get_status(
+    env: Env, run: str | None = None, include_abandoned: bool = False, *, measure_disk: bool = False
+) -> StatusResult:
+    """The runs (newest first, abandoned ones only with ``include_abandoned``) without ``run``;
+    one run's state and next action with it. ``measure_disk`` measures the run's worktrees now
+    when the cached figure is stale (the CLI does; a tool call never waits for it).
 
     Raises:
         NotFound: an unknown run.
     """
-    return list_runs(env) if run is None else run_status(env, run)
+    if run is None:
+        return list_runs(env, include_abandoned)
+    return run_status(env, run, measure_disk=measure_disk)

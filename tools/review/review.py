@@ -51,6 +51,7 @@ from ..env import Env
 from ..errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
 from ..execution.envelope import render_envelope
 from ..execution.jobs import JobContext, JobLost, enqueue
+from ..gates.early import refusal_lines, run_next_step, task_next_step, unmet_diff_gates
 from ..gates.facts import evaluate_task, executor_identity, harness_changes, harness_patterns
 from ..gates.identity import compare
 from ..gates.release import evaluate_run
@@ -194,6 +195,13 @@ def request_review(env: Env, run: str, task: str | None = None, release: bool = 
         checks = next(g for g in gates if g.gate == "checks")
         if not checks.ok:
             raise WrongState(f"not sending unverified work to a reviewer: {checks.reason} Next: {checks.next_step}")
+        unmet = unmet_diff_gates(gates)
+        if unmet:
+            # No review is spent on a change that cannot be accepted whatever the reviewer says.
+            raise WrongState(
+                f"not sending task {task!r} to a reviewer: {len(unmet)} gate(s) a review cannot fix are unmet on "
+                f"head {str(facts.head_sha)[:12]}: {refusal_lines(unmet)}"
+            )
         base, head = row["base_sha"], facts.head_sha
         assert head is not None
         subject = f"task {task!r} of run {run!r}"
@@ -727,9 +735,9 @@ def review_result(env: Env, review: str) -> ReviewResult:
     elif state == "waiting":
         next_step = f"a human answers with `planegate review submit {review} --file answer.json`"
     elif state == "completed" and row["verdict"] == "approve":
-        next_step = f"accept_task({subject})" if task else f"accept_run(run={run!r})"
+        next_step = _after_approval(env, run, task, current_head == row["head_sha"])
     elif state == "completed":
-        next_step = "address the findings, commit, run_checks, then request_review again"
+        next_step = f"address the findings, commit, then run_checks({subject})"
     else:
         next_step = f"the review is {state}: {row['error']}; fix the cause, then request_review({subject}) again"
     return ReviewResult(
@@ -751,6 +759,22 @@ def review_result(env: Env, review: str) -> ReviewResult:
         notes=json.loads(row["notes"]) if row["notes"] else [],
         next_step=next_step,
     )
+
+
+def _after_approval(env: Env, run: str, task: str | None, current: bool) -> str:
+    """What follows an approving review: what the gates still ask for, else the acceptance."""
+    subject = f"run={run!r}, task={task!r}" if task else f"run={run!r}"
+    if not current:
+        return f"the head moved since this review; run_checks({subject}), then " + (
+            f"request_review({subject})" if task else f"request_review({subject}, release=True)"
+        )
+    if task is None:
+        return run_next_step(env, run)
+    row = env.task_row(run, task)
+    if row["status"] not in ACTIVE_STATUSES:
+        return f"get_status({run!r})"
+    _, gates = evaluate_task(env, env.run_row(run), row, live=False)
+    return task_next_step(run, task, gates)
 
 
 def review_request_result(env: Env, review: str, note: str = "") -> ReviewRequestResult:
