@@ -193,6 +193,7 @@ class DispatchResult(BaseModel):
     executor: Executor
     job: int | None = Field(default=None, description="executor job id (command/codex)")
     taken_over: bool = False
+    bootstrap: str | None = Field(default=None, description="what the policy's [worktree] bootstrap did")
     envelope_path: str
     envelope: str
     next_step: str
