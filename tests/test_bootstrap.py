@@ -439,3 +439,31 @@ def test_a_virtualenv_with_an_editable_install_of_the_checkout_is_never_linked(t
     run = planned_run(env, repo)
     with pytest.raises(ExecutionError, match=r"\.venv holds an editable install of the checkout"):
         dispatch_task(env, run, "calc")
+
+
+def test_a_takeover_keeps_the_bootstrapped_worktree_and_runs_a_crashed_one_again(
+    tmp_path: Path, fresh_machine: Path, env: Env, counter: Path
+) -> None:
+    import time
+
+    from planegate.tools.gitrepo import GitRepo
+
+    repo = versioned_repo(tmp_path / "calc", SETUP, lease_minutes=0.005)
+    run = planned_run(env, repo)
+    first = dispatch_task(env, run, "calc")
+    for attempt in range(2):
+        deadline = time.monotonic() + 10
+        while env.task_row(run, "calc")["lease_expires"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()):
+            assert time.monotonic() < deadline, "the lease did not expire"
+            time.sleep(0.1)
+        if attempt == 1:  # as if the server died halfway through the bootstrap: no marker
+            (GitRepo(first.worktree).git_dir / "planegate-bootstrap.json").unlink()
+        other = open_env(fresh_machine, actor=f"agent:other{attempt}")
+        try:
+            again = dispatch_task(other, run, "calc")
+        finally:
+            other.close()
+        assert again.taken_over and again.worktree == first.worktree
+        if attempt == 0:
+            assert again.bootstrap == "worktree bootstrap: already done for this key"
+    assert len(counter.read_text().splitlines()) == 2  # the first dispatch, and the takeover after the crash
