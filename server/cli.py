@@ -317,7 +317,8 @@ def cmd_worker_drain(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from planegate.tools.policy import POLICY_PATH, ApprovalSettings, detect_test_command, parse_policy, policy_template
+    from planegate.tools.execution.projects import detect_project
+    from planegate.tools.policy import POLICY_PATH, ApprovalSettings, command_text, parse_policy, policy_template
 
     repo = Path(args.repo).resolve()
     if not repo.is_dir():
@@ -327,14 +328,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         print(f"planegate init: {target} exists; pass --force to overwrite it", file=sys.stderr)
         return 1
-    command = detect_test_command(repo)
+    project = detect_project(repo)
     mode, notes = _approval_setup(repo, ApprovalSettings().allowed_signers, args.force)
-    text = policy_template(command, "signed" if mode == "signed" else "interactive")
+    text = policy_template(
+        None,
+        "signed" if mode == "signed" else "interactive",
+        checks=project.checks,
+        worktree=project.worktree(),
+        notes=project.notes,
+    )
     parse_policy(text, str(target))  # the template must always be a valid policy
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     print(f"wrote {target}")
-    print(f"test check: {' '.join(command)}" if command else "no test command detected: set [checks] test = [...]")
+    for note in project.notes:
+        print(note)
+    tests = project.checks.get("test")
+    print(f"test check: {command_text(tests)}" if tests else "no test command detected: set [checks] test = [...]")
+    if project.setup:
+        print(f"worktree setup: {command_text(project.setup)}")
     for note in notes:
         print(note)
     print("commit .planegate/, then register planegate with your agent:")

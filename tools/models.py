@@ -237,6 +237,7 @@ class DispatchResult(BaseModel):
     job: int | None = None
     job_state: str | None = None
     taken_over: bool = False
+    bootstrap: str | None = Field(default=None, description="what the policy's [worktree] bootstrap did")
     envelope_path: str
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)

@@ -9,13 +9,15 @@ A malformed file is refused whole with the file, the line and the key named.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shlex
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidInput, PolicyError
 from .globs import normalize_glob
@@ -81,6 +83,8 @@ RESERVED_CHECK_NAMES = ("red_green", "test_integrity")
 SELECT_PLACEHOLDERS = ("{ids}", "{files}", "{names}", "{pattern}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROTECTED_ENV = {"PATH", "HOME", "PYTHONPATH", "PYTHONHOME", "PYTEST_ADDOPTS", "NODE_OPTIONS"}
+# Variables the toolchain rules set for setup steps and checks (README, "the toolchain rules").
+TOOLCHAIN_MANAGED_ENV = ("PATH", "VIRTUAL_ENV", "PYTHONHOME")
 
 
 class _Section(BaseModel):
@@ -264,10 +268,178 @@ class PublishSettings(_Section):
         return value
 
 
+def _argv_steps(value: Any, what: str) -> list[list[str]]:
+    """One argv list, or a list of argv lists run in order, as a list of steps."""
+    if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            f'{what} needs an argv list such as ["pytest", "-q"], or a list of them run in order such as '
+            '[["npm", "run", "build"], ["npm", "test"]]'
+        )
+    steps = []
+    for step in value:
+        if not isinstance(step, list) or not step or not all(isinstance(a, str) and a for a in step):
+            raise ValueError(
+                f"{what}: step {step!r} is not a non-empty argv list of non-empty strings; write each step as "
+                'a list such as ["npm", "test"] (no shell is used)'
+            )
+        steps.append(list(step))
+    return steps
+
+
+CheckSteps = Annotated[list[list[str]], BeforeValidator(lambda value: _argv_steps(value, "a check"))]
+
+
+def command_text(steps: list[list[str]]) -> str:
+    """How a check's steps read to a person: each argv shell-quoted, joined by ``&&``."""
+    return " && ".join(shlex.join(step) for step in steps)
+
+
+def _repository_file(value: str, what: str) -> str:
+    parts = value.replace("\\", "/").split("/")
+    if (
+        not value
+        or value.startswith(("/", "~", "-"))
+        or "\x00" in value
+        or any(c in value for c in "*?[")
+        or any(p in ("", ".", "..") for p in parts)
+        or parts[0] in (".git", ".planegate")
+    ):
+        raise ValueError(
+            f"{what} {value!r} must be a path inside the repository, relative to its root, without wildcards, "
+            "'..', '.git' or '.planegate', e.g. 'node_modules' or 'package-lock.json'"
+        )
+    return value
+
+
+class LinkSettings(_Section):
+    """A path symlinked into each new worktree from the repository's checkout.
+
+    Made only while every file in ``lockfiles`` has the same bytes in the worktree as in the
+    checkout (the dependency folder was installed from that lockfile); otherwise ``fallback``
+    (argv steps) makes the path instead, and without a fallback the bootstrap fails naming the
+    lockfile. Without ``lockfiles`` the path is linked whenever the checkout has it: you promise it
+    does not depend on the task's code."""
+
+    path: str
+    lockfiles: list[str] = Field(default_factory=list)
+    fallback: list[list[str]] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _repository_file(value, "link path")
+
+    @field_validator("lockfiles")
+    @classmethod
+    def _lockfiles(cls, value: list[str]) -> list[str]:
+        return [_repository_file(v, "link lockfile") for v in value]
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _fallback(cls, value: Any) -> list[list[str]]:
+        return [] if value == [] else _argv_steps(value, "link fallback")
+
+
+class WorktreeSettings(_Section):
+    """How a fresh worktree is made ready before the executor and the checks run in it.
+
+    ``copy`` (globs of untracked or ignored files in the checkout) and ``link`` (paths symlinked
+    from the checkout) come first, then the ``setup`` argv steps, within ``timeout_s`` in all.
+    ``env`` reaches setup and checks. ``inputs``: files whose change in a task makes the setup run
+    again before its checks. ``reuse_scratch``: a scratch worktree at a commit (red→green's base,
+    the integration head) keeps its bootstrap for the next job on the same commit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    setup: list[list[str]] = Field(default_factory=list)
+    copy_globs: list[str] = Field(default_factory=list, alias="copy")
+    link: list[LinkSettings] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    inputs: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=900, gt=0)
+    reuse_scratch: bool = True
+
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _setup(cls, value: Any) -> list[list[str]]:
+        return [] if value == [] else _argv_steps(value, "setup")
+
+    @field_validator("copy_globs")
+    @classmethod
+    def _copy(cls, value: list[str]) -> list[str]:
+        out = []
+        for glob in value:
+            try:
+                normal = normalize_glob(glob)
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from exc
+            if normal.split("/")[0] in (".git", ".planegate", "**"):
+                raise ValueError(
+                    f"copy glob {glob!r} would reach .git, .planegate or the whole tree; start it with the file or "
+                    "directory it copies, e.g. '.env' or 'src/pkg/_version.py'"
+                )
+            out.append(normal)
+        return out
+
+    @field_validator("link", mode="before")
+    @classmethod
+    def _links(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [{"path": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("link")
+    @classmethod
+    def _distinct_links(cls, value: list[LinkSettings]) -> list[LinkSettings]:
+        paths = [link.path for link in value]
+        for index, path in enumerate(paths):
+            for other in paths[index + 1 :]:
+                if other == path or other.startswith(path + "/") or path.startswith(other + "/"):
+                    raise ValueError(f"link paths {path!r} and {other!r} overlap; keep one of them")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if (
+                not _ENV_NAME.fullmatch(name)
+                or name in TOOLCHAIN_MANAGED_ENV
+                or name in AGENT_VARIABLES
+                or name.startswith("PLANEGATE_")
+            ):
+                raise ValueError(
+                    f"env names {name!r}, which planegate sets itself or never passes (PATH, VIRTUAL_ENV and "
+                    "PYTHONHOME follow the toolchain rules; PLANEGATE_* and the ssh-agent are planegate's); "
+                    "remove it, or add a setup step that writes the file your tool reads instead"
+                )
+            if "\x00" in text:
+                raise ValueError(f"env value of {name!r} contains a NUL character")
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: list[str]) -> list[str]:
+        return [_repository_file(v, "inputs entry") for v in value]
+
+    @property
+    def configured(self) -> bool:
+        """Whether a new worktree needs anything besides its checkout."""
+        return bool(self.setup or self.copy_globs or self.link)
+
+    def fingerprint(self) -> str:
+        """What a bootstrap depends on in the policy (a cached one is reused only under the same)."""
+        material = self.model_dump(mode="json", by_alias=True, exclude={"timeout_s", "reuse_scratch"})
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
 class Policy(_Section):
     """Every gate and limit a run is held to; the defaults are the documented ones."""
 
-    checks: dict[str, list[str]] = Field(default_factory=dict)
+    # Each check is a list of argv steps run in order (a single argv list is one step).
+    checks: dict[str, CheckSteps] = Field(default_factory=dict)
     required_checks: list[str] | None = None
     test_check: str = "test"
     deny_paths: list[str] = Field(default_factory=list)
@@ -291,18 +463,17 @@ class Policy(_Section):
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     tests: SuiteSettings = Field(default_factory=SuiteSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    worktree: WorktreeSettings = Field(default_factory=WorktreeSettings)
 
-    @field_validator("checks")
+    @field_validator("checks", mode="before")
     @classmethod
-    def _argv_lists(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for name, argv in value.items():
+    def _reserved(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
             if name in RESERVED_CHECK_NAMES:
                 raise ValueError(
                     f"check name {name!r} is reserved for planegate's own evidence; rename the check "
                     f"(e.g. {name}_check)"
                 )
-            if not argv or not all(isinstance(a, str) and a for a in argv):
-                raise ValueError(f'check {name!r} needs a non-empty argv list, e.g. {name} = ["pytest", "-q"]')
         return value
 
     @field_validator("deny_paths", "test_paths", "runtime_paths")
@@ -337,7 +508,7 @@ class Policy(_Section):
         return [*ALWAYS_DENIED, *self.deny_paths]
 
     def canonical(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -345,7 +516,7 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    sections = {"executor", "review", "checks", "approval", "tests", "publish"}
+    sections = {"executor", "review", "checks", "approval", "tests", "publish", "worktree"}
     section = keys[0] if len(keys) > 1 and keys[0] in sections else None
     key = keys[1] if section else keys[0]
     in_section = section is None
@@ -407,16 +578,59 @@ def detect_test_command(repo: Path) -> list[str] | None:
     return None
 
 
+def _toml_steps(steps: list[list[str]]) -> str:
+    if len(steps) == 1:
+        return json.dumps(steps[0])
+    return "[\n" + "".join(f"    {json.dumps(step)},\n" for step in steps) + "]"
+
+
 def policy_template(
-    test_command: list[str] | None, approval_mode: Literal["interactive", "signed"] = "interactive"
+    test_command: list[str] | None,
+    approval_mode: Literal["interactive", "signed"] = "interactive",
+    *,
+    checks: dict[str, list[list[str]]] | None = None,
+    worktree: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """The commented policy ``planegate init`` writes, with the detected test command and approval mode."""
-    test_line = (
-        f"test = {json.dumps(test_command)}"
-        if test_command
-        else '# test = ["python", "-m", "pytest", "-q"]   # no test command was detected; set yours'
+    """The commented policy ``planegate init`` writes: the detected checks (``checks``, or just
+    ``test_command``), the detected ``[worktree]`` keys, and the approval mode."""
+    if checks is None:
+        checks = {"test": [test_command]} if test_command else {}
+    if checks:
+        check_lines = "\n".join(f"{name} = {_toml_steps(steps)}" for name, steps in checks.items())
+    else:
+        check_lines = '# test = ["python", "-m", "pytest", "-q"]   # no test command was detected; set yours'
+    found = dict(worktree or {})
+    lines = [f"# {note}" for note in notes or []]
+    lines.append(f"setup = {_toml_steps(found['setup']) if found.get('setup') else '[]'}")
+    if not found.get("setup"):
+        lines.append(
+            '# setup = [["python3", "-m", "venv", ".venv"], [".venv/bin/python", "-m", "pip", "install", "-e", '
+            '".[dev]"]]'
+        )
+    lines.append(f"copy = {json.dumps(found.get('copy', []))}")
+    if not found.get("copy"):
+        lines.append('# copy = [".env", "src/mypkg/_version.py"]   # untracked or ignored files of your checkout')
+    if found.get("link"):
+        rendered = ", ".join(
+            "{ " + ", ".join(f"{key} = {json.dumps(value)}" for key, value in entry.items()) + " }"
+            for entry in found["link"]
+        )
+        lines.append(f"link = [{rendered}]")
+    else:
+        lines.append("link = []")
+        lines.append(
+            '# link = [{ path = "node_modules", lockfiles = ["package-lock.json"], fallback = [["npm", "ci"]] }]'
+        )
+    lines.append(f"inputs = {json.dumps(found.get('inputs', []))}")
+    lines.append("env = {}")
+    lines.append("timeout_s = 900")
+    lines.append("reuse_scratch = true")
+    return (
+        DEFAULT_POLICY_TOML.replace("{TEST_LINE}", check_lines)
+        .replace("{WORKTREE}", "\n".join(lines))
+        .replace("{APPROVAL_MODE}", json.dumps(approval_mode))
     )
-    return DEFAULT_POLICY_TOML.replace("{TEST_LINE}", test_line).replace("{APPROVAL_MODE}", json.dumps(approval_mode))
 
 
 DEFAULT_POLICY_TOML = """\
@@ -424,7 +638,12 @@ DEFAULT_POLICY_TOML = """\
 # Commit this file. A run snapshots it when it starts; tasks may never edit .planegate/.
 # Every key is optional; the values shown are the defaults unless marked as an example.
 
-# Checks are argv lists (no shell), run by the server in each task's worktree.
+# Checks are argv lists (no shell), run by the server in each task's worktree; a check may be a
+# list of argv lists run in order (build, then test), stopping at the first that fails. In a
+# several-step test check the last step runs the tests (its report is the one read).
+# Commands are found on the repository's toolchain PATH: the worktree's .venv/bin (else the
+# checkout's .venv/bin when it holds no editable install of the checkout), node_modules/.bin, then
+# the server's PATH without planegate's own virtualenv (README: "the toolchain rules").
 # required_checks: the checks a task must pass (default: every check listed here).
 # required_checks = ["test"]
 # test_check: the check red->green runs (fails on the base commit, passes on the head).
@@ -463,6 +682,18 @@ require_human_approval = true
 
 [checks]
 {TEST_LINE}
+
+[worktree]
+# How each new worktree (a task's, and the scratch ones checks use at the base or the integration
+# head) is made ready, in this order: copy, link, then the setup steps, within timeout_s.
+# copy: globs of untracked or ignored files copied from your checkout (never over a file).
+# link: paths symlinked from your checkout, only while each lockfile is the same in the worktree
+#   as in the checkout; otherwise the fallback steps make the path (or the bootstrap fails).
+# setup: argv steps run in the worktree; a failing step fails dispatch_task with its log.
+# inputs: files whose change in a task makes setup run again before its checks.
+# env: extra variables for setup and checks. reuse_scratch: keep a scratch worktree's bootstrap
+#   for the next checks job at the same commit (red->green's base across tasks of one base).
+{WORKTREE}
 
 [executor]
 # command = ["python", "scripts/agent.py"]   # argv the `command` executor runs in the worktree

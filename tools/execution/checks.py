@@ -38,10 +38,11 @@ from ..gitrepo import DiffFacts, GitRepo
 from ..globs import matches_any
 from ..models import ACTIVE_STATUSES, CheckLine, ChecksResult
 from ..policy import Policy
-from .checkrun import record_check, remove_scratch, run_check, scratch_worktree, summarize, unchanged
+from .checkrun import record_check, run_check, summarize, unchanged
 from .integrity import base_note, compare, record_integrity
 from .jobs import JobContext, JobLost, enqueue, job_row, paused_note
 from .redgreen import RedGreenPlan, Verdict, judge, overlay, plan_red_green, record_red_green, runtime_paths
+from .scratch import close_scratch, ensure_task_bootstrap, open_scratch
 from .testreports import (
     CachedReport,
     SuiteCheck,
@@ -250,12 +251,14 @@ def _base_report(
         cached = cached_report(ctx.env, repo, tree, check.command_sha256)
         if cached is not None:
             return cached
-        scratch = scratch_worktree(ctx, repo, base, "base-full")
+        scratch = open_scratch(ctx, policy, repo, base, "base-full", on_tick=side.tick)
         try:
             logs = ctx.artifacts_dir("checks") / "base-full"
-            run = run_test_check(ctx, policy, check, scratch, logs, "base run", on_tick=side.tick)
+            run = run_test_check(
+                ctx, policy, check, scratch.path, logs, "base run", on_tick=side.tick, checkout=repo.root
+            )
         finally:
-            remove_scratch(repo, scratch)
+            close_scratch(repo, scratch)
         store_report(ctx, repo, tree, check.command_sha256, base, run)
         return run
     finally:
@@ -267,13 +270,23 @@ def _red_run(
 ) -> SuiteRun:
     """The task's new and changed tests alone, on the base with the changed test files overlaid."""
     repo = GitRepo(root)
-    scratch = scratch_worktree(ctx, repo, diff.base, "base")
+    scratch = open_scratch(ctx, policy, repo, diff.base, "base", on_tick=side.tick)
     try:
-        overlay(repo, diff.head, scratch, plan.overlay)
+        overlay(repo, diff.head, scratch.path, plan.overlay)
         logs = ctx.artifacts_dir("red-green") / "base"
-        return run_test_check(ctx, policy, check, scratch, logs, "red run", select=plan.changes, on_tick=side.tick)
+        return run_test_check(
+            ctx,
+            policy,
+            check,
+            scratch.path,
+            logs,
+            "red run",
+            select=plan.changes,
+            on_tick=side.tick,
+            checkout=repo.root,
+        )
     finally:
-        remove_scratch(repo, scratch)
+        close_scratch(repo, scratch)
 
 
 def run_checks_job(ctx: JobContext) -> dict[str, Any]:
@@ -294,6 +307,8 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
             f"task {ctx.task!r} moved from {head[:12]} to {worktree.rev('HEAD')} while its checks waited; "
             "call run_checks again"
         )
+    # Before anything reads the worktree: a changed lockfile or input makes its setup run again.
+    ensure_task_bootstrap(ctx, policy, Path(row["worktree"]), repo.root)
     diff = repo.diff(row["base_sha"], head)
     check = suite_check(policy)
     wants_red_green = bool(ctx.payload.get("red_green"))
@@ -316,11 +331,13 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
             ctx.heartbeat(f"check {name}: starting")
             extra: list[Path] = []
             if check is not None and name == check.name:
-                head_run = run_test_check(ctx, policy, check, Path(row["worktree"]), logs, f"check {name}")
+                head_run = run_test_check(
+                    ctx, policy, check, Path(row["worktree"]), logs, f"check {name}", checkout=repo.root
+                )
                 result = head_run.result
                 extra = [head_run.report_path] if head_run.report_path else []
             else:
-                result = run_check(ctx, policy, name, Path(row["worktree"]), logs)
+                result = run_check(ctx, policy, name, Path(row["worktree"]), logs, checkout=repo.root)
             stable = unchanged(worktree, head)
             if check is not None and name == check.name:
                 head_stable = stable
@@ -346,7 +363,9 @@ def run_checks_job(ctx: JobContext) -> dict[str, Any]:
             )
         if check is not None and head_run is None and (wants_red_green or wants_integrity):
             ctx.heartbeat(f"check {check.name}: running on the head for red→green and test integrity")
-            head_run = run_test_check(ctx, policy, check, Path(row["worktree"]), logs / "head", "head run")
+            head_run = run_test_check(
+                ctx, policy, check, Path(row["worktree"]), logs / "head", "head run", checkout=repo.root
+            )
             head_stable = unchanged(worktree, head)
         side.join()
     except BaseException:
@@ -430,21 +449,21 @@ def _integrity_evidence(
 
 
 def _integration_checks(ctx: JobContext, policy: Policy, repo: GitRepo, head: str, logs: Path) -> list[int]:
-    scratch = scratch_worktree(ctx, repo, head, "integration")
+    scratch = open_scratch(ctx, policy, repo, head, "integration")
     check = suite_check(policy)
     evidence = []
     try:
         for name in ctx.payload["checks"]:
             if check is not None and name == check.name:
-                test_run = run_test_check(ctx, policy, check, scratch, logs, f"check {name}")
+                test_run = run_test_check(ctx, policy, check, scratch.path, logs, f"check {name}", checkout=repo.root)
                 store_report(ctx, repo, tree_of(repo, head)[0], check.command_sha256, head, test_run)
                 result = test_run.result
                 extra = [test_run.report_path] if test_run.report_path else []
             else:
-                result, extra = run_check(ctx, policy, name, scratch, logs), []
+                result, extra = run_check(ctx, policy, name, scratch.path, logs, checkout=repo.root), []
             evidence.append(
                 record_check(ctx, kind=name, label="direct", result=result, head=head, diff_sha=None, extra_logs=extra)
             )
         return evidence
     finally:
-        remove_scratch(repo, scratch)
+        close_scratch(repo, scratch)

@@ -3,8 +3,13 @@
 Dispatch claims the task in one write transaction — status, lease, capacity and scope checks
 together — so two sessions dispatching at once give one winner; only then is the worktree
 created (``git worktree add -b planegate/<run>/<task> <home>/worktrees/<run>/<task>`` at the
-integration head). If git fails, the claim is undone in a second transaction. A task whose lease
-expired may be dispatched again: the new caller takes it over and keeps its worktree.
+integration head) and made ready by the policy's ``[worktree]`` bootstrap (``bootstrap``),
+before the envelope is written and any executor starts. If git or the bootstrap fails, nothing
+half-made is left: the worktree and the branch are removed when this dispatch created them, the
+claim is undone in a second transaction (and the run goes back to ``planned`` when this dispatch
+moved it), and the refusal names the failing step with the end of its log, kept as an artifact.
+A task whose lease expired may be dispatched again: the new caller takes it over and keeps its
+worktree (whose bootstrap runs again only if it never finished).
 
 Shared paths are serialised: a task is not dispatched while another running task's scope
 overlaps its own, nor beyond the policy's ``max_parallel``.
@@ -13,6 +18,9 @@ overlaps its own, nor beyond the policy's ``max_parallel``.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +34,11 @@ from ..gitrepo import GitRepo
 from ..models import CancelResult, DispatchResult, Link, set_links, task_uri
 from ..names import check_name
 from ..policy import Policy
+from .bootstrap import BootstrapFailed, bootstrap, record
 from .envelope import ENVELOPE_NAME, render_envelope
 from .jobs import after_cancel, cancel_jobs, enqueue
 from .procs import resolve_argv0
+from .toolchain import process_env
 
 EXECUTORS = ("agent", "command", "codex")
 
@@ -134,24 +144,26 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
         )
         if not claimed:
             raise Conflict(f"task {task!r} changed while dispatching; call get_status({run!r})")
-        if run_row["stage"] == "planned":
+        moved_stage = run_row["stage"] == "planned"
+        if moved_stage:
             set_stage(w, run_row, "executing", "run.executing")
+    branch_existed = repo.branch_sha(branch) is not None
+    worktree_existed = (path / ".git").exists()
+    bootstrapped = None
     try:
         _make_worktree(repo, path, branch, base_sha)
-    except GitError as exc:
-        with env.write() as w:
-            undo = {key: row[key] for key in ("lease_owner", "lease_expires", "worktree", "branch", "base_sha")}
-            move_task(
-                w,
-                run,
-                task,
-                "in_progress",
-                row["status"],
-                "task.dispatch_failed",
-                expect={"lease_owner": holder},
-                also=undo,
-                error=str(exc),
-            )
+        bootstrapped = _bootstrap(env, run, task, policy, repo, path)
+    except (GitError, BootstrapFailed, OSError) as exc:
+        if not worktree_existed:
+            _remove_made(repo, path, branch, None if branch_existed else base_sha)
+        _undo_claim(env, run, task, row, holder, exc, moved_stage)
+        if isinstance(exc, BootstrapFailed):
+            raise ExecutionError(
+                f"dispatch_task({run!r}, {task!r}) refused: {exc}\nNothing was kept: the claim is undone"
+                + ("" if worktree_existed else " and the new worktree and branch are removed")
+                + "; fix the step (or [worktree] in .planegate/policy.toml, committed at the run's base: start a "
+                "new run to use a changed policy), then call dispatch_task again"
+            ) from exc
         raise
     envelope = render_envelope(env, run, task)
     (path / ENVELOPE_NAME).write_text(envelope, encoding="utf-8")
@@ -167,6 +179,7 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     result = DispatchResult(
         run=run,
         task=task,
+        bootstrap=bootstrapped,
         worktree=str(path),
         branch=branch,
         base_sha=base_sha,
@@ -185,6 +198,73 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     )
     set_links(result, [envelope_link])
     return result
+
+
+def _bootstrap(env: Env, run: str, task: str, policy: Policy, repo: GitRepo, path: Path) -> str | None:
+    """Run the policy's bootstrap in the new worktree; its summary (None when there is none).
+
+    Raises:
+        BootstrapFailed: a step failed (the failure and its log are recorded before it is raised).
+    """
+    if not policy.worktree.configured:
+        return None
+    stamp = f"dispatch-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    folder = env.settings.artifacts / run / task / stamp
+    try:
+        outcome = bootstrap(
+            worktree=path,
+            checkout=repo.root,
+            settings=policy.worktree,
+            env=lambda: process_env(policy, run, task, path, repo.root, check=False),
+            log_dir=folder,
+        )
+    except BootstrapFailed as exc:
+        record(env, actor=env.settings.actor, run=run, task=task, where="dispatch", worktree=path, failure=exc)
+        raise
+    if not outcome.ran:
+        return outcome.summary()
+    artifact = record(
+        env, actor=env.settings.actor, run=run, task=task, where="dispatch", worktree=path, outcome=outcome
+    )
+    return outcome.summary() + (f"; log {artifact.path} (sha256 {artifact.sha256[:12]}…)" if artifact else "")
+
+
+def _remove_made(repo: GitRepo, path: Path, branch: str, created_at: str | None) -> None:
+    """Remove a worktree this dispatch made, and its branch when this dispatch created it (still at
+    ``created_at``, so a commit made meanwhile is never lost)."""
+    try:
+        if (path / ".git").exists():
+            repo.remove_worktree(path, force=True)
+    except GitError:
+        shutil.rmtree(path, ignore_errors=True)
+        repo.prune_worktrees()
+    if created_at is not None:
+        repo.delete_ref(f"refs/heads/{branch}", created_at)
+
+
+def _undo_claim(
+    env: Env, run: str, task: str, row: dict[str, Any], holder: str, exc: Exception, moved_stage: bool
+) -> None:
+    keys = ["lease_owner", "lease_expires", "worktree", "branch", "base_sha", "executor", "dispatched_at"]
+    keys.append("dispatched_by")
+    with env.write() as w:
+        move_task(
+            w,
+            run,
+            task,
+            "in_progress",
+            row["status"],
+            "task.dispatch_failed",
+            expect={"lease_owner": holder},
+            also={key: row[key] for key in keys},
+            error=str(exc)[:2000],
+            step=getattr(exc, "step", None),
+        )
+        if moved_stage:
+            run_row = env.run_row(run)
+            dispatched = w.scalar("SELECT COUNT(*) FROM tasks WHERE run_id = ? AND dispatched_at IS NOT NULL", (run,))
+            if run_row["stage"] == "executing" and not dispatched:
+                set_stage(w, run_row, "planned", "run.dispatch_undone", task=task)
 
 
 def _make_worktree(repo: GitRepo, path: Path, branch: str, base_sha: str) -> None:

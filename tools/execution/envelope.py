@@ -13,6 +13,7 @@ from typing import Any
 from .. import globs
 from ..control.runs import current_architecture, current_requirements
 from ..env import Env
+from ..policy import command_text
 
 ENVELOPE_NAME = ".planegate-task.md"
 
@@ -77,8 +78,8 @@ def render_envelope(env: Env, run: str, task: str) -> str:
         lines.append("Builds on (already accepted): " + ", ".join(depends))
     lines += ["", "## Checks the server runs on your head commit", ""]
     required = set(policy.required)
-    for name, argv in policy.checks.items():
-        lines.append(f"- `{name}`: `{' '.join(argv)}`" + (" (required)" if name in required else ""))
+    for name, steps in policy.checks.items():
+        lines.append(f"- `{name}`: `{command_text(steps)}`" + (" (required)" if name in required else ""))
     if not policy.checks:
         lines.append("- none configured (the checks gate stays unmet until the policy defines one)")
     if policy.require_red_green:

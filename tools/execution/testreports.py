@@ -2,7 +2,10 @@
 cache of reports by git tree id.
 
 The policy's test check (``test_check``) is run like any check, plus a JUnit XML report
-(``[tests]`` in the policy):
+(``[tests]`` in the policy). When the check has several steps (build, then test), the **last**
+step runs the tests: its argv picks the runner and gets the report options and the test
+selection below; the earlier steps run first, unchanged and with the check's plain environment,
+and when one fails the tests did not run (the run has no report, and says which step failed):
 
 - ``pytest``: planegate appends ``--junitxml=<path> -o junit_family=xunit1`` to
   ``PYTEST_ADDOPTS`` (so the file attribute gives pytest node ids); the check's argv is not
@@ -46,10 +49,10 @@ from ..env import Env
 from ..errors import InvalidInput, NotFound
 from ..gitrepo import GitRepo
 from ..policy import Policy, SuiteSettings
-from .checkrun import check_env
+from .checkrun import check_env, run_steps
 from .jobs import JobContext
 from .junit import JUnitReport, ReportUnreadable, parse_report
-from .procs import ProcessResult, run_process
+from .procs import ProcessResult
 from .testchanges import ChangedTest, FileChanges
 
 Runner = Literal["pytest", "unittest", "junit"]
@@ -95,16 +98,24 @@ class SuiteCheck:
     argv: tuple[str, ...]
     runner: Runner
     settings: SuiteSettings
+    # The steps before the one that runs the tests (build steps), and the worktree bootstrap's
+    # fingerprint when the policy has one: a report depends on both.
+    before: tuple[tuple[str, ...], ...] = ()
+    bootstrap: str = ""
 
     @property
     def command_sha256(self) -> str:
         """What a cached report depends on besides the tree: the command and how it reports."""
-        material = {
+        material: dict[str, object] = {
             "argv": list(self.argv),
             "runner": self.runner,
             "report": self.settings.report,
             "report_env": self.settings.report_env,
         }
+        if self.before:
+            material["before"] = [list(step) for step in self.before]
+        if self.bootstrap:
+            material["bootstrap"] = self.bootstrap
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -132,11 +143,19 @@ def detect_runner(argv: tuple[str, ...] | list[str]) -> Runner:
 
 
 def suite_check(policy: Policy) -> SuiteCheck | None:
-    argv = policy.checks.get(policy.test_check)
-    if argv is None:
+    steps = policy.checks.get(policy.test_check)
+    if not steps:
         return None
+    argv = steps[-1]
     runner = policy.tests.runner
-    return SuiteCheck(policy.test_check, tuple(argv), detect_runner(argv) if runner == "auto" else runner, policy.tests)
+    return SuiteCheck(
+        policy.test_check,
+        tuple(argv),
+        detect_runner(argv) if runner == "auto" else runner,
+        policy.tests,
+        before=tuple(tuple(step) for step in steps[:-1]),
+        bootstrap=policy.worktree.fingerprint() if policy.worktree.configured else "",
+    )
 
 
 # --- one run of the test check, with its report -------------------------------------------------
@@ -256,15 +275,18 @@ def run_test_check(
     *,
     select: list[FileChanges] | None = None,
     on_tick: Callable[[float], None] | None = None,
+    checkout: Path | None = None,
 ) -> SuiteRun:
-    """Run the test check in ``cwd`` (only the tests in ``select`` when given and the runner can),
-    with a report; never raises for a missing or broken report (``problem`` says what went wrong).
+    """Run the test check in ``cwd`` (a worktree of ``checkout``; only the tests in ``select`` when
+    given and the runner can), with a report; never raises for a missing or broken report
+    (``problem`` says what went wrong).
 
     Raises:
         ExecutionError: the command cannot be started; JobLost from ``on_tick``.
     """
     logs.mkdir(parents=True, exist_ok=True)
-    env = check_env(policy, ctx.run, ctx.task)
+    plain = check_env(policy, ctx.run, ctx.task, cwd, checkout)
+    env = dict(plain)
     argv = check.argv
     own = _own_junitxml(argv) if check.runner == "pytest" else None
     if check.settings.report:
@@ -302,15 +324,19 @@ def run_test_check(
             env["PLANEGATE_TEST_SELECT"] = str(listing)
             selected = bool(tests)
     before = report.stat().st_mtime_ns if report.exists() else None
-    result = run_process(
-        argv,
+    result = run_steps(
+        [*((step, plain) for step in check.before), (argv, env)],
         cwd=cwd,
         timeout_s=policy.check_timeout_s,
-        env=env,
-        stdout_path=logs / f"{check.name}.stdout.log",
-        stderr_path=logs / f"{check.name}.stderr.log",
+        logs=logs,
+        name=check.name,
         on_tick=on_tick or (lambda elapsed: ctx.heartbeat(f"{label}: running for {elapsed:.0f} s")),
     )
+    if result.failed_step is not None and result.failed_step <= len(check.before):
+        step = " ".join(check.before[result.failed_step - 1])
+        how = "timed out" if result.timed_out else f"failed (exit {result.exit_code})"
+        problem = f"step {result.failed_step} of {len(check.before) + 1} ({step}) {how} before the tests ran"
+        return SuiteRun(label, result, None, None, problem, selected)
     if result.timed_out:
         return SuiteRun(label, result, None, None, f"{check.name} timed out after {result.duration_s:.0f} s", selected)
     try:

@@ -137,7 +137,7 @@ def merge_check(repo: GitRepo, target: str, head: str) -> MergeResult:
 def harness_patterns(policy: Policy) -> list[str]:
     """The policy's harness paths plus the repository files the test check's argv names."""
     patterns = list(policy.tests.harness_paths)
-    for arg in policy.checks.get(policy.test_check, []):
+    for arg in (arg for step in policy.checks.get(policy.test_check, []) for arg in step):
         if arg.startswith("-") or PurePosixPath(arg).is_absolute() or not _SCRIPT.search(arg) or "::" in arg:
             continue
         try:
