@@ -7,9 +7,16 @@ dropped value. Field descriptions are short on purpose: they are sent to every c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import Disposition
+
+FailureKind = Annotated[
+    Disposition | None,
+    Field(description="set when it did not succeed: what kind of failure, to branch on (see next_step)"),
+]
 
 
 class _In(BaseModel):
@@ -245,6 +252,7 @@ class ChecksResult(BaseModel):
     all_passed: bool | None = None
     progress: str | None = None
     error: str | None = None
+    disposition: FailureKind = None
     next_step: str
 
 
@@ -279,6 +287,7 @@ class JobResult(BaseModel):
     result: dict[str, Any] | None = None
     checks: list[CheckLine] | None = Field(default=None, description="for a checks job: its evidence")
     all_passed: bool | None = None
+    disposition: FailureKind = None
     next_step: str
 
 
@@ -333,6 +342,7 @@ class ReviewResult(BaseModel):
     error: str | None
     progress: str | None = Field(default=None, description="liveness of a reply still coming")
     notes: list[str] = Field(default_factory=list, description="the reviewer's notes, e.g. an unverified model")
+    disposition: FailureKind = None
     next_step: str
 
 

@@ -158,6 +158,33 @@ class ApprovalSettings(_Section):
         return value
 
 
+class NotifySettings(_Section):
+    """Telling a human that planegate waits for them (an approval, a job in attention, a review).
+
+    ``command``: an argv (no shell) that receives one JSON object on stdin per notification,
+    within ``timeout_s``, with only ``env_allow`` (and the usual PATH, HOME, locale) in its
+    environment. Without a command, ``desktop`` sends one through ``notify-send`` when it is
+    installed. Each notification is sent once; a failure is logged and recorded, never retried.
+    """
+
+    command: list[str] | None = None
+    desktop: bool = True
+    timeout_s: float = Field(default=10, gt=0, le=120)
+    env_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(isinstance(a, str) and a for a in value)):
+            raise ValueError('command needs a non-empty argv list, e.g. command = ["notify-me", "--json"]')
+        return value
+
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: list[str]) -> list[str]:
+        return _no_agent(value)
+
+
 class SuiteSettings(_Section):
     """How planegate reads the test check: its JUnit report, how to run a few of its tests, the harness.
 
@@ -265,6 +292,7 @@ class Policy(_Section):
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     tests: SuiteSettings = Field(default_factory=SuiteSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("checks")
     @classmethod
@@ -319,7 +347,11 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    section = keys[0] if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval", "tests"} else None
+    section = (
+        keys[0]
+        if len(keys) > 1 and keys[0] in {"executor", "review", "checks", "approval", "tests", "notify"}
+        else None
+    )
     key = keys[1] if section else keys[0]
     in_section = section is None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -493,4 +525,14 @@ integrity = true
 # (changes_harness with a reason). "glob#key" limits a file to one key or section.
 # harness_paths = ["**/conftest.py", "**/pytest.ini", "**/tox.ini", "**/pyproject.toml#tool.pytest",
 #                  "**/package.json#scripts", "**/jest.config.*", "**/vitest.config.*", ...]
+
+[notify]
+# When planegate waits for a person (an approval, a job in attention, a review or a logged-out
+# browser), each serve or worker process tells them once. command: an argv (no shell) that gets
+# one JSON object on stdin ({"kind", "title", "message", "next_step", "run", "task", ...}).
+# Without a command, a desktop notification through notify-send when it is installed.
+# command = ["python", "scripts/notify.py"]
+desktop = true
+timeout_s = 10
+env_allow = []            # environment names the command receives (e.g. SLACK_WEBHOOK_URL)
 """
