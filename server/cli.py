@@ -749,7 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except (PlanegateError, StoreError, OSError) as exc:
-        print(f"planegate {args.command}: {exc}", file=sys.stderr)
+        sub = getattr(args, f"{args.command}_command", None)
+        print(f"planegate {args.command}{' ' + sub if sub else ''}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ drift is covered where real Chromium drives the imitation of ChatGPT (test_revie
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from planegate.tools.config import Settings
 from planegate.tools.errors import DISPOSITIONS
 from planegate.tools.execution.jobs import claim, enqueue, job_disposition
 from planegate.tools.execution.jobview import job_result
-from tests.execution import MUL, PYTEST, calc_repo, open_env, planned_run, write
+from tests.execution import MUL, PYTEST, calc_repo, drain, open_env, planned_run, write
 from tests.helpers import commit_all
 
 pytestmark = pytest.mark.anyio
@@ -164,4 +165,54 @@ def test_a_job_out_of_attempts_is_needs_human(fresh_machine: Path, tmp_path: Pat
     row = env.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
     assert row is not None and row["status"] == "attention" and job_disposition(row) == "needs_human"
     assert job_result(env, job_id).disposition == "needs_human"
+    env.close()
+
+
+# --- incidents: what planegate did not foresee -------------------------------------------------
+
+
+async def test_a_tool_that_crashes_answers_with_an_incident_id_and_records_the_traceback(
+    tmp_path: Path, fresh_machine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = open_env(fresh_machine)
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    with env.write() as w:
+        job = enqueue(w, run=run, task=None, kind="checks", payload={"checks": []})
+    env.close()
+    # jobs are bookkeeping no event vouches for: an edit outside planegate reaches the code as it is
+    conn = sqlite3.connect(fresh_machine / "ledger.db")
+    conn.execute("UPDATE jobs SET payload = '{not json' WHERE id = ?", (job,))
+    conn.commit()
+    conn.close()
+    server = build_server(Settings(home=fresh_machine, actor="agent:test"), worker_delay_s=3600)
+    with anyio.fail_after(60):
+        async with Client(server) as client:
+            crashed = await answer(client, "get_job", job=job, wait_seconds=0)
+            still = await answer(client, "get_status", run=run)
+    assert crashed["is_error"] and crashed["disposition"] == "infrastructure"
+    incident = crashed["incident"]
+    assert incident and incident.startswith("inc-") and f"(incident {incident};" in crashed["text"]
+    assert "get_job failed unexpectedly: JSONDecodeError" in crashed["text"] and "Traceback" not in crashed["text"]
+    assert not still["is_error"]
+    env = open_env(fresh_machine)
+    row = env.store.one("SELECT * FROM incidents WHERE id = ?", (incident,))
+    assert row is not None and row["place"] == "tool get_job" and "JSONDecodeError" in row["traceback"]
+    assert json.loads(row["context"])["arguments"] == {"job": job, "wait_seconds": 0}
+    env.close()
+    assert any(incident in r.getMessage() and "Traceback" in r.getMessage() for r in caplog.records)
+
+
+def test_a_job_whose_handler_crashes_fails_as_infrastructure_with_the_incident_in_its_error(
+    tmp_path: Path, fresh_machine: Path
+) -> None:
+    env = open_env(fresh_machine)
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    with env.write() as w:  # a checks job without the head it is to check: the handler meets a KeyError
+        job_id = enqueue(w, run=run, task=None, kind="checks", payload={"checks": ["test"]})
+    assert drain(env) == ["failed"]
+    row = env.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    assert row is not None and row["disposition"] == "infrastructure"
+    incident = row["error"].split("(incident ", 1)[1].split(";", 1)[0]
+    recorded = env.store.one("SELECT place, error FROM incidents WHERE id = ?", (incident,))
+    assert recorded == {"place": f"job {job_id} (checks)", "error": "KeyError: 'head_sha'"}
     env.close()

@@ -324,7 +324,7 @@ async def test_a_full_disk_refuses_writes_with_the_reason_keeps_reads_and_half_w
         assert event_count(ledger) == before
 
         pause = planegate(home, "worker", "pause", "--reason", "disk")
-        assert pause.returncode == 1 and pause.stderr == f"planegate worker: {expected}\n"
+        assert pause.returncode == 1 and pause.stderr == f"planegate worker pause: {expected}\n"
         status = planegate(home, "status")
         assert status.returncode == 0 and run in status.stdout
         no_traceback(server.stderr(), pause.stderr)
@@ -335,3 +335,88 @@ async def test_a_full_disk_refuses_writes_with_the_reason_keeps_reads_and_half_w
     verify = planegate(home, "ledger", "verify")
     assert verify.returncode == 0 and verify.stdout.startswith("ledger ok: "), verify.stderr
     assert event_count(ledger) == before + 1
+
+
+# --- backup and the recovery path ---------------------------------------------------------------
+
+
+def test_a_backup_taken_while_another_process_writes_is_whole_and_verifies(
+    tmp_path: Path, fresh_machine: Path, repo: Path
+) -> None:
+    ledger_with_a_run(fresh_machine, repo)
+    writer = subprocess.Popen(  # another process writing runs as fast as it can
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom tests.execution import open_env\nfrom planegate.tools.control.runs import start_run\n"
+            "env = open_env(__import__('pathlib').Path(sys.argv[1]))\n"
+            "for i in range(10_000):\n    start_run(env, sys.argv[2], f'busy {i}')\n",
+            str(fresh_machine),
+            str(repo),
+        ],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        copies = []
+        for n in range(3):
+            target = tmp_path / f"copy-{n}" / "ledger.db"
+            made = planegate(fresh_machine, "ledger", "backup", str(target))
+            assert made.returncode == 0 and "integrity ok" in made.stdout, made.stderr
+            copies.append((target, int(made.stdout.split(": ")[1].split(" events")[0])))
+        assert writer.poll() is None, "the writer kept running while the backups were made"
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    assert copies[0][1] < copies[-1][1]  # taken while the ledger grew
+    for target, events in copies:
+        assert not list(target.parent.glob(".*partial*"))
+        verify = planegate(target.parent, "ledger", "verify")
+        assert verify.returncode == 0 and f"ledger ok: {events} events verified" in verify.stdout, verify.stderr
+
+
+def test_a_backup_never_overwrites_or_copies_a_broken_ledger(tmp_path: Path, fresh_machine: Path, repo: Path) -> None:
+    ledger_with_a_run(fresh_machine, repo)
+    target = tmp_path / "backup.db"
+    target.write_text("an older backup")
+    refused = planegate(fresh_machine, "ledger", "backup", str(target))
+    assert refused.returncode == 1 and f"{target} exists; name a new file, or pass --force" in refused.stderr
+    assert target.read_text() == "an older backup"
+    assert planegate(fresh_machine, "ledger", "backup", str(target), "--force").returncode == 0
+    malformed(fresh_machine / "ledger.db")
+    broken = planegate(fresh_machine, "ledger", "backup", str(tmp_path / "from-broken.db"))
+    assert broken.returncode == 1 and "is corrupt" in broken.stderr and "Traceback" not in broken.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "broken" in p.name) == []
+
+
+def test_restoring_an_older_backup_names_the_later_checkpoint_tags_until_they_are_undone(
+    tmp_path: Path, fresh_machine: Path
+) -> None:
+    from planegate.tools.gates.accept import accept_task
+    from tests.execution import calc_repo, finish_calc, planned_run
+    from tests.helpers import git
+
+    repo = calc_repo(tmp_path / "calc")
+    env = open_env(fresh_machine)
+    run = planned_run(env, repo)
+    backup = tmp_path / "before-acceptance.db"
+    assert planegate(fresh_machine, "ledger", "backup", str(backup)).returncode == 0
+    finish_calc(env, run)
+    accept_task(env, run, "calc")  # tags planegate/<run>/cp-1 with the chain head
+    integration = env.run_row(run)["integration_branch"]
+    base = env.run_row(run)["base_sha"]
+    env.close()
+
+    ledger = fresh_machine / "ledger.db"
+    for stale in fresh_machine.glob("ledger.db*"):
+        stale.rename(tmp_path / stale.name)
+    backup.replace(ledger)
+    verify = planegate(fresh_machine, "ledger", "verify")
+    assert verify.returncode == 1 and f"tag planegate/{run}/cp-1 in {repo}" in verify.stderr
+    assert "which the ledger does not have" in verify.stderr
+    git(repo, "update-ref", f"refs/heads/{integration}", base)
+    git(repo, "tag", "-d", f"planegate/{run}/cp-1")
+    verify = planegate(fresh_machine, "ledger", "verify")
+    assert verify.returncode == 0, verify.stderr

@@ -29,7 +29,7 @@ from planegate.tools.env import Env
 from planegate.tools.execution.jobs import claim, enqueue
 from planegate.tools.report.notify import notifications, notify_due
 from planegate.tools.review.review import request_review
-from tests.execution import calc_repo, finish_calc, open_env, planned_run
+from tests.execution import calc_repo, drain, finish_calc, open_env, planned_run
 from tests.helpers import commit_all
 from tests.test_approval import release_ready, signed_repo
 from tests.test_review import review_repo
@@ -223,4 +223,25 @@ def test_without_a_command_notify_send_gets_it_and_without_either_it_is_recorded
     notify_due(env)
     [row] = notifications(env, quiet)
     assert (row["status"], row["channel"]) == ("skipped", "none")
+    env.close()
+
+
+def test_a_review_whose_browser_cannot_be_reached_is_told_as_needing_a_human(
+    tmp_path: Path, fresh_machine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLANEGATE_CDP_URL", "http://127.0.0.1:9")  # nothing listens there
+    script, out = recorder(tmp_path)
+    repo = calc_repo(tmp_path / "calc", require_review=True)
+    with_notify(repo, '\n[review]\nreviewer = "chatgpt"\ntimeout_s = 5\n' + notify_policy(script, out))
+    env = open_env(fresh_machine)
+    run = planned_run(env, repo)
+    finish_calc(env, run)
+    review = request_review(env, run, "calc").review
+    assert drain(env) == ["failed"]
+    notify_due(env)
+    [item] = told(out)
+    payload = item["payload"]
+    assert payload["kind"] == "job_needs_human" and payload["review"] == review
+    assert "DevTools endpoint" in payload["message"] and "planegate browser doctor" in payload["next_step"]
+    assert f"request_review(run={run!r}, task='calc')" in payload["next_step"]
     env.close()
