@@ -10,6 +10,7 @@ bridge are loaded.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 import os
@@ -25,14 +26,16 @@ import anyio
 import anyio.to_thread
 from mcp.server.apps import APP_MIME_TYPE, Apps
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.resources import FunctionResource, ResourceTemplate
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, InputRequiredResult, Result, ToolAnnotations
 from pydantic import BaseModel, Field, PrivateAttr
 
 from planegate.tools.config import Settings
+from planegate.tools.errors import DISPOSITIONS
 from planegate.tools.models import (
     AbandonResult,
     AcceptResult,
@@ -59,6 +62,7 @@ from planegate.tools.models import (
 )
 
 from . import __version__, tasks
+from .errors import Refusal, refusal_for, refusal_result, screen_arguments
 from .render import reply
 from .schema import compact_schema, described_elsewhere
 
@@ -75,7 +79,8 @@ INSTRUCTIONS = (
     "(request_review) stay valid as long as the ledger. Links (planegate://runs/...) are read with "
     "resources/read for as long as the ledger keeps the file; each read is checked against its recorded "
     "sha256. A client that declares the MCP tasks extension gets a task id instead of waiting; it maps to "
-    "one job or review and is kept at least 30 days."
+    "one job or review and is kept at least 30 days. A refusal, and a job or review that did not succeed, "
+    f"carries a `disposition` to branch on ({', '.join(DISPOSITIONS)}); the message and next_step say what to do."
 )
 
 
@@ -137,7 +142,9 @@ class ReplyMetadata(FuncMetadata):
 
 
 class StrictTool(Tool):
-    """A tool that refuses arguments it does not declare, before anything runs.
+    """A tool that refuses arguments it does not declare, before anything runs, and whose every
+    failure reads as planegate's own (``errors``): a disposition and a message, never a bare
+    "Error executing tool" or a traceback.
 
     pydantic's argument models ignore unknown keys, so ``get_status(run_id=...)`` used to answer
     as if no run were given; a misspelt argument must be an error the model can read and fix.
@@ -147,8 +154,21 @@ class StrictTool(Tool):
         accepted = list(self.parameters.get("properties", {}))
         unknown = sorted(set(arguments) - set(accepted))
         if unknown:
-            raise ToolError(f"Error executing tool {self.name}: {unknown_arguments(self.name, unknown, accepted)}")
-        return await super().run(arguments, context, convert_result)
+            return refusal_result(Refusal(unknown_arguments(self.name, unknown, accepted), "bad_input"))
+        screened = screen_arguments(self.name, arguments)
+        if screened is not None:
+            return refusal_result(screened)
+        try:
+            return await super().run(arguments, context, convert_result)
+        except MCPError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the top of a tool call: every failure becomes a readable answer
+            holder = getattr(getattr(context, "mcp_server", None), "env_holder", None)
+            store = holder.opened_store() if holder is not None else None
+            answer = functools.partial(
+                refusal_for, self.name, exc, self.parameters, store, actor_of(context), arguments
+            )
+            return refusal_result(await anyio.to_thread.run_sync(answer))
 
 
 def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str:
@@ -180,8 +200,17 @@ TOOL_WAIT_S = float(os.environ.get("PLANEGATE_TOOL_WAIT_S", "45"))
 LOG_LEVEL: Any = os.environ.get("PLANEGATE_LOG_LEVEL", "WARNING").upper()
 
 
+WORKER_RETRY_S = (1.0, 60.0)  # first and longest wait before the worker tries an unusable ledger again
+
+
 class EnvHolder:
-    """Opens the ledger on first use, runs this process's job worker, and closes both."""
+    """Opens the ledger on first use, runs this process's job worker, and closes both.
+
+    A ledger that cannot be opened (read-only, disk full, corrupt) is not kept: every call tries
+    again and answers why it cannot, so the server stays up and recovers once the file is fixed.
+    The worker likewise waits and retries, each wait twice the last up to a minute, and logs a
+    cause once rather than at every attempt.
+    """
 
     def __init__(self, settings: Settings | None) -> None:
         self._settings = settings
@@ -197,26 +226,50 @@ class EnvHolder:
                 self._env = Env.open(self._settings or Settings.from_env(actor="agent"))
             return self._env
 
+    def opened_store(self) -> Any:
+        """The ledger if it is open (for recording an incident), without trying to open it."""
+        env = self._env
+        return None if env is None else env.store
+
     def wake_worker(self) -> None:
         if self.worker is not None:
             self.worker.wake()
 
     async def run_worker(self, delay_s: float) -> None:
-        """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast)."""
+        """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast).
+
+        Nothing here may end the server: a ledger it cannot use, or a failure of the worker itself,
+        is logged and tried again later."""
         await anyio.sleep(delay_s)
-        from planegate.store import StoreBusy
+        from planegate.store import StoreError, record_incident
         from planegate.tools.errors import PlanegateError
         from planegate.tools.execution.jobs import Worker
         from planegate.tools.execution.reconcile import reconcile
 
-        env = await anyio.to_thread.run_sync(self.get)
-        worker_env = env.as_actor("planegate:worker")
-        try:
-            await anyio.to_thread.run_sync(reconcile, worker_env)
-        except (PlanegateError, StoreBusy) as exc:  # the server must come up even if one repository is gone
-            logging.getLogger("planegate").warning("start-up reconciliation incomplete: %s", exc)
-        self.worker = Worker(worker_env)
-        await self.worker.run()
+        log = logging.getLogger("planegate")
+        wait_s, last_said = WORKER_RETRY_S[0], ""
+        while True:
+            try:
+                env = await anyio.to_thread.run_sync(self.get)
+                worker_env = env.as_actor("planegate:worker")
+                try:
+                    await anyio.to_thread.run_sync(reconcile, worker_env)
+                except (PlanegateError, StoreError) as exc:  # the server must come up even if one repository is gone
+                    log.warning("start-up reconciliation incomplete: %s", exc)
+                self.worker = Worker(worker_env)
+                await self.worker.run()
+                return
+            except StoreError as exc:
+                said = str(exc)
+                if said != last_said:
+                    log.warning("job worker waiting for the ledger (it retries, at most a minute apart): %s", said)
+                    last_said = said
+            except Exception as exc:  # noqa: BLE001 - the worker's top level: a bug is recorded, the server stays up
+                note = functools.partial(record_incident, self.opened_store(), exc, place="job worker")
+                await anyio.to_thread.run_sync(note)
+            self.worker = None
+            await anyio.sleep(wait_s)
+            wait_s = min(wait_s * 2, WORKER_RETRY_S[1])
 
     def close(self) -> None:
         with self._lock:
@@ -233,14 +286,30 @@ def actor_of(ctx: Context | None) -> str:
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one domain call; planegate's own errors become tool errors for the model to read."""
-    from planegate.store import StoreBusy
-    from planegate.tools.errors import PlanegateError
+    """Run one domain call; planegate's own errors and the ledger's become tool errors (with their
+    disposition) for the model to read. Anything else is left to ``StrictTool`` (an incident)."""
+    from planegate.store import StoreError
+    from planegate.tools.errors import PlanegateError, disposition_of
 
     try:
         return fn(*args, **kwargs)
-    except (PlanegateError, StoreBusy) as exc:
-        raise ToolError(str(exc)) from exc
+    except (PlanegateError, StoreError) as exc:
+        raise Refusal(str(exc), disposition_of(exc)) from exc
+
+
+def gated(tool: str, fn: Callable[..., T], env: Any, run: str, *args: Any) -> T:
+    """An acceptance (``call``) whose refusal by its gates is recorded as a ``gate.refused`` event
+    (run metrics, and the notifier's cue that a human's approval is awaited) before it is answered."""
+    from planegate.tools.gates.gates import GatesUnmet
+    from planegate.tools.report.stats import record_refusal
+
+    try:
+        return call(fn, env, run, *args)
+    except Refusal as exc:
+        if isinstance(exc.__cause__, GatesUnmet):
+            gates = [g.gate for g in exc.__cause__.unmet]
+            record_refusal(env, tool, run, args[0] if args else None, gates, exc.disposition)
+        raise
 
 
 def read_text(name: str) -> str:
@@ -304,7 +373,20 @@ def approval_ask(run: str, ctx: Context) -> ApprovalAsk | None:
         mode, question = approval_request(env, pending.run_row, pending.head, pending.gates, str(files.markdown))
     except PlanegateError:
         return None
+    _notify_approval(env, pending)
     return ApprovalAsk(mode=mode, head=pending.head, question=question)
+
+
+def _notify_approval(env: Any, pending: Any) -> None:
+    """Tell the human (once per integration head) that the client is asking for their approval."""
+    from planegate.store import StoreError
+    from planegate.tools.errors import PlanegateError
+    from planegate.tools.report.notify import approval_notice_for, raise_notice
+
+    try:
+        raise_notice(env, approval_notice_for(pending))
+    except (PlanegateError, StoreError) as exc:  # the question is asked either way
+        logging.getLogger("planegate").warning("approval notification for run %s not queued: %s", pending.run, exc)
 
 
 def ask_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Elicit[HumanConfirmation] | None:
@@ -599,7 +681,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         """Evaluate every gate on the head; merge into the integration branch, tag a checkpoint, unlock dependents."""
         from planegate.tools.gates.accept import accept_task as accept
 
-        return call(accept, env(ctx), run, task)
+        return gated("accept_task", accept, env(ctx), run, task)
 
     @tool()
     def request_review(
@@ -649,24 +731,27 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
         if ask is not None and ask.mode == "signed":
             # Whatever the client answered: in signed mode only a signature made with the human's key approves.
-            raise ToolError(
+            raise Refusal(
                 f'run {run!r} needs a signed human approval ([approval] mode = "signed"); an answer in the client '
                 f"cannot give it. The human runs `planegate approve {run}` in their own terminal (it signs with "
-                "their SSH key), then call accept_run again"
+                "their SSH key), then call accept_run again",
+                "needs_human",
             )
         if ask is not None and isinstance(human, AcceptedElicitation) and human.data is not None:
             if not human.data.accept:
-                raise ToolError(
+                raise Refusal(
                     f"the user did not accept run {run!r}; it stays unaccepted. A human can approve "
-                    f"later with `planegate approve {run}`"
+                    f"later with `planegate approve {run}`",
+                    "needs_human",
                 )
             call(approve, env(ctx), run, f"{os_user()} ({actor_of(ctx)})", "elicitation", expected_head=ask.head)
         elif not isinstance(human, AcceptedElicitation):
-            raise ToolError(
+            raise Refusal(
                 f"the user {human.action}d the confirmation; run {run!r} stays unaccepted. A human can "
-                f"approve with `planegate approve {run}`, then call accept_run again"
+                f"approve with `planegate approve {run}`, then call accept_run again",
+                "needs_human",
             )
-        return call(accept, env(ctx), run)
+        return gated("accept_run", accept, env(ctx), run)
 
     @tool(destructive=True, idempotent=True)
     def cancel_job(

@@ -158,19 +158,45 @@ def cmd_policy_adopt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from planegate.store import verify_ledger
-    from planegate.tools.gates.accept import checkpoint_anchors
-    from planegate.tools.gates.approval import verify_signed_approvals
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .console import print_stats
 
     env = _env()
     try:
-        anchors, notes = checkpoint_anchors(env)
-        report = verify_ledger(env.store, anchors=anchors)
-        signed_ok, approval_problems = verify_signed_approvals(env)
-        approval_problems += _policy_problems(env)
+        if not args.json:
+            print_stats(env, args.run)
+            return 0
+        from planegate.tools.report.stats import all_run_stats, run_stats
+
+        if args.run:
+            data: Any = run_stats(env.store, args.run).as_json()
+        else:
+            data = {"runs": [s.as_json() for s in all_run_stats(env.store)]}
     finally:
         env.close()
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from planegate.store import LedgerUnavailable, verify_ledger
+    from planegate.tools.gates.accept import checkpoint_anchors
+    from planegate.tools.gates.approval import verify_signed_approvals
+
+    try:
+        env = _env()
+        try:
+            anchors, notes = checkpoint_anchors(env)
+            report = verify_ledger(env.store, anchors=anchors)
+            signed_ok, approval_problems = verify_signed_approvals(env)
+            approval_problems += _policy_problems(env)
+        finally:
+            env.close()
+    except LedgerUnavailable as exc:
+        print(f"ledger BROKEN: {exc}", file=sys.stderr)
+        return 1
     path = env.settings.ledger_path
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -209,6 +235,19 @@ def _policy_problems(env: Any) -> list[str]:
         except PlanegateError as exc:
             problems.append(f"runs {row['id']}: its policy adoptions cannot be re-verified: {exc}")
     return problems
+
+
+def cmd_ledger_backup(args: argparse.Namespace) -> int:
+    from planegate.store import backup_ledger
+    from planegate.tools.config import Settings
+
+    ledger = Settings.from_env().ledger_path
+    result = backup_ledger(ledger, Path(args.path), force=args.force)
+    print(
+        f"backed up {ledger} to {result.target}: {result.events} events (head event {result.head_event}, "
+        f"{result.head_hash[:16]}), {result.bytes / 1_048_576:.1f} MB, integrity ok, in {result.seconds:.1f} s"
+    )
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -711,8 +750,32 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("--at", metavar="REF", help="commit whose .planegate/policy.toml to adopt (default: HEAD)")
     adopt.add_argument("--key", metavar="PATH", help="SSH key to sign with (signed mode; default: git's)")
 
+    stats = add(
+        commands,
+        "stats",
+        "Run metrics from the ledger: time per phase per task, retries, gate refusals, review latency.",
+        cmd_stats,
+        "Run metrics computed from the ledger's events: per task the time spent waiting for dispatch, in the "
+        "executor, in checks, in red→green base runs, waiting for review and waiting for acceptance; retries; gate "
+        "refusals by gate; review latency. Without RUN: one line per run.",
+    )
+    stats.add_argument("run", nargs="?", help="run id (omit for every run)")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    ledger = group("ledger", "Inspect and back up the ledger.")
+    backup = add(
+        ledger,
+        "backup",
+        "Copy the ledger to PATH with SQLite's online backup (safe while servers and workers run).",
+        cmd_ledger_backup,
+        "Copy the ledger to PATH with SQLite's online backup API: one consistent state, read without stopping "
+        "servers or workers, checked (integrity_check) and renamed into place only when whole. Restore by putting "
+        "the copy in place of ledger.db while no planegate process runs (README: Operations).",
+    )
+    backup.add_argument("path", help="the backup file to write (it must not exist unless --force)")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     add(
-        group("ledger", "Inspect the ledger."),
+        ledger,
         "verify",
         "Recompute the hash chain and check every row, artifact and checkpoint tag against it.",
         cmd_ledger_verify,
@@ -880,13 +943,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises: spare it the imports below
         return cmd_hook_stop(args)
-    from planegate.store import StoreBusy
+    from planegate.store import StoreError
     from planegate.tools.errors import PlanegateError
 
     try:
         return int(args.fn(args))
-    except (PlanegateError, StoreBusy, OSError) as exc:
-        print(f"planegate {args.command}: {exc}", file=sys.stderr)
+    except (PlanegateError, StoreError, OSError) as exc:
+        sub = getattr(args, f"{args.command}_command", None)
+        print(f"planegate {args.command}{' ' + sub if sub else ''}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

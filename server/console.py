@@ -57,3 +57,62 @@ def print_status(env: Any, run: str | None, console: Console | None = None, *, i
     if result.workers:
         console.print(f"[yellow]workers:[/yellow] {result.workers}")
     console.print(f"next: {result.next_action}")
+
+
+def print_stats(env: Any, run: str | None, console: Console | None = None) -> None:
+    """Run metrics as tables: every run in one line, or one run's tasks phase by phase."""
+    from planegate.tools.report.stats import PHASE_TITLES, PHASES, all_run_stats, duration, run_stats
+
+    console = console or Console()
+    if run is None:
+        runs = all_run_stats(env.store)
+        table = Table(title=f"planegate run metrics ({len(runs)} newest)", title_justify="left")
+        for column in ("run", "stage", "tasks", "wall", "executor", "checks", "review wait", "retries", "refusals"):
+            table.add_column(column, overflow="fold")
+        for stats in runs:
+            table.add_row(
+                stats.run,
+                stats.stage,
+                str(len(stats.tasks)),
+                duration(stats.wall_s),
+                duration(stats.totals["executor"]),
+                duration(stats.totals["checks"]),
+                duration(stats.review_latency.median_s) + (" median" if stats.review_latency.count else ""),
+                str(stats.retries),
+                str(stats.refused_calls),
+            )
+        console.print(table)
+        console.print("one run phase by phase: planegate stats RUN; as JSON: --json")
+        return
+    stats = run_stats(env.store, run)
+    wall = duration(stats.wall_s) if stats.ended_at else f"not finished (started {stats.started_at})"
+    console.print(f"[bold]run {stats.run}[/bold]  stage [bold]{stats.stage}[/bold]  wall {wall}")
+    table = Table(title="time per phase per task", title_justify="left")
+    for column in ("task", "status", *(PHASE_TITLES[p] for p in PHASES), "retries", "refused by"):
+        table.add_column(column, overflow="fold")
+    for task in stats.tasks:
+        refused = ", ".join(f"{gate} ×{n}" for gate, n in sorted(task.refusals.items())) or "-"
+        phases = [duration(task.phases.get(p)) for p in PHASES]
+        table.add_row(task.task, task.status, *phases, str(task.retries), refused)
+    table.add_row("[bold]all[/bold]", "", *(duration(stats.totals[p]) for p in PHASES), str(stats.retries), "")
+    console.print(table)
+    latency = stats.review_latency
+    if latency.count:
+        console.print(
+            f"review latency: {latency.count} review(s), median {duration(latency.median_s)}, "
+            f"p90 {duration(latency.p90_s)}, max {duration(latency.max_s)}"
+            + (f"; {latency.open} still open" if latency.open else "")
+        )
+    else:
+        console.print("review latency: no review answered yet" + (f" ({latency.open} open)" if latency.open else ""))
+    refusals = ", ".join(f"{gate} ×{n}" for gate, n in stats.refusals.items())
+    console.print(f"gate refusals: {stats.refused_calls} refused call(s)" + (f" ({refusals})" if refusals else ""))
+    if stats.release:
+        release = ", ".join(f"{name.replace('_', ' ')} {duration(s)}" for name, s in sorted(stats.release.items()))
+        console.print(f"whole run: {release}")
+    jobs = "; ".join(
+        f"{kind}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())) for kind, c in stats.jobs.items()
+    )
+    console.print(f"jobs: {jobs or 'none'}")
+    if stats.dispositions:
+        console.print("failures: " + ", ".join(f"{n} {d}" for d, n in stats.dispositions.items()))

@@ -10,12 +10,20 @@ Every state change appends its event inside the same transaction (``Writer.event
 transaction that raises is rolled back whole, events included. Event ids are assigned when
 ``Writer.event`` is called, but the events are inserted (and hashed) at commit, so that the last
 one can carry the digests of every vouched row the transaction wrote (``vouch``).
+
+A ledger that cannot be used — its folder read-only, its disk full, the file not a database or
+corrupt — raises ``LedgerUnavailable`` from wherever SQLite (or the file system) said so: while
+opening, reading, or writing. It names the file, the cause and the next step. A write that fails
+this way is rolled back whole, so nothing is half-written; the ``Store`` stays usable and the next
+call simply tries again (space freed, folder made writable).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -48,6 +56,114 @@ class StoreError(Exception):
 
 class StoreBusy(StoreError):
     """The write lock stayed taken by another process for longer than the busy timeout."""
+
+
+class LedgerUnavailable(StoreError):
+    """The ledger file cannot be used: read-only, disk full, not a database, corrupt, unopenable.
+
+    ``cause`` is one of ``CAUSES``; the message names the file, what SQLite or the OS said, and
+    the next step.
+    """
+
+    def __init__(self, path: Path, cause: str, detail: str) -> None:
+        self.path = path
+        self.cause = cause
+        self.detail = detail
+        super().__init__(_unavailable_message(path, cause, detail))
+
+
+CAUSES = ("read-only", "disk full", "not a database", "malformed", "cannot open", "I/O error")
+_RESTORE = (
+    "stop every planegate process using it, move it aside and put your latest backup in its place "
+    "(`planegate ledger backup PATH` makes one; README: Operations, When the ledger is broken), then run "
+    "`planegate ledger verify`"
+)
+
+
+def _unavailable_message(path: Path, cause: str, detail: str) -> str:
+    folder = path.parent
+    if cause == "read-only":
+        folder = next((f for f in (folder, *folder.parents) if f.exists()), folder)  # the one that exists
+        return (
+            f"the ledger at {path} cannot be written: {folder} is read-only ({detail}); nothing was written. "
+            f"Make {folder} writable by this user or point PLANEGATE_HOME at a writable folder, then call again"
+        )
+    if cause == "disk full":
+        return (
+            f"the ledger at {path} cannot be written: the disk holding {folder} is full ({detail}); the change was "
+            f"rolled back, nothing was half-written. Free space on that disk (`df -h {folder}`), then call again"
+        )
+    if cause == "not a database":
+        return (
+            f"the ledger at {path} is not a SQLite database ({detail}); planegate will not touch it. "
+            f"To recover: {_RESTORE}"
+        )
+    if cause == "malformed":
+        return f"the ledger at {path} is corrupt ({detail}); planegate will not write to it. To recover: {_RESTORE}"
+    if cause == "cannot open":
+        return (
+            f"the ledger at {path} cannot be opened ({detail}); check that {folder} exists and that this user may "
+            "read and write it (or point PLANEGATE_HOME elsewhere), then call again"
+        )
+    return (
+        f"the ledger at {path} hit an I/O error ({detail}); check the disk (`dmesg`), then call again; "
+        f"if it repeats: {_RESTORE}"
+    )
+
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_CAUSES = {3: "read-only", 8: "read-only", 10: "I/O error", 11: "malformed", 13: "disk full", 14: "cannot open"}
+_SQLITE_NOTADB = 26
+_OS_CAUSES = {
+    errno.EROFS: "read-only",
+    errno.EACCES: "read-only",
+    errno.EPERM: "read-only",
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk full",
+}
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        return os.access(folder, os.W_OK) and not os.statvfs(folder).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
+def ledger_problem(exc: BaseException, path: Path) -> LedgerUnavailable | None:
+    """What ``exc`` says about the ledger file, or None when it is not about the file (a bug, a lock)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return None
+        primary = code & 0xFF
+        detail = str(exc)
+        if primary == _SQLITE_NOTADB:
+            cause = "not a database"
+        elif primary in _SQLITE_CAUSES:
+            cause = _SQLITE_CAUSES[primary]
+        else:
+            return None
+        if cause in ("cannot open", "I/O error") and path.parent.is_dir() and not _writable(path.parent):
+            cause = "read-only"  # SQLite cannot create the -wal/-shm files beside a ledger in a read-only folder
+        return LedgerUnavailable(path, cause, detail)
+    if isinstance(exc, OSError):
+        cause = _OS_CAUSES.get(exc.errno or 0, "I/O error")
+        detail = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        return LedgerUnavailable(path, cause, detail)
+    return None
+
+
+@contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """Raise ``LedgerUnavailable`` instead of the SQLite or OS error that says the file is unusable."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        problem = ledger_problem(exc, path)
+        if problem is None:
+            raise
+        raise problem from exc
 
 
 def now_iso(offset_seconds: float = 0.0) -> str:
@@ -213,22 +329,30 @@ class Store(_Access):
         self.path = Path(path)
         self.actor = actor
         self.busy_timeout_s = busy_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: transactions are ours to open (BEGIN IMMEDIATE), never implicit.
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
-        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self._set_wal()
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        from sqlite_utils import Database  # imported here: it costs start-up time and serves migrations
-
-        self.db = Database(self.conn, recursive_triggers=False, execute_plugins=False)
         self._lock = threading.RLock()
-        from .schema import migrate
+        conn = None
+        try:
+            with translated(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # isolation_level=None: transactions are ours to open (BEGIN IMMEDIATE), never implicit.
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+                self.conn = conn
+                self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+                self._set_wal()
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                from sqlite_utils import Database  # imported here: it costs start-up time and serves migrations
 
-        with self._locked_transaction():
-            migrate(self.db)
-        install_triggers(self.conn)
+                self.db = Database(self.conn, recursive_triggers=False, execute_plugins=False)
+                from .schema import migrate
+
+                with self._locked_transaction():
+                    migrate(self.db)
+                install_triggers(self.conn)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         self.rows_checker = RowChecker()
 
     def _set_wal(self) -> None:
@@ -238,7 +362,9 @@ class Store(_Access):
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc):
+                    raise  # read-only, full, not a database: ``translated`` names it
+                if time.monotonic() > deadline:
                     raise StoreBusy(f"could not open the ledger at {self.path}: {exc}") from exc
                 time.sleep(0.05)
 
@@ -254,7 +380,7 @@ class Store(_Access):
 
     @contextmanager
     def _locked_transaction(self) -> Iterator[None]:
-        with self._lock:
+        with self._lock, translated(self.path):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -266,10 +392,13 @@ class Store(_Access):
                 raise
             try:
                 yield
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # A failed COMMIT (disk full) may leave the transaction open or have ended it: roll
+                # back what is left, so nothing of it stays and the connection can be used again.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
 
     @contextmanager
     def write(self, actor: str | None = None) -> Iterator[Writer]:
@@ -287,34 +416,36 @@ class Store(_Access):
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A connection of its own, reading one consistent state, for long reads (``ledger verify``)
         that should not hold up this store's other threads."""
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout_s)
-        try:
-            conn.execute("BEGIN")
-            yield conn
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        with translated(self.path):
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+            try:
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[_Access]:
         """Several reads that see one consistent state."""
-        with self._lock:
+        with self._lock, translated(self.path):
             self.conn.execute("BEGIN")
             try:
                 yield self
             finally:
-                self.conn.execute("COMMIT")
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
 
     def rows(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._lock, translated(self.path):
             return super().rows(sql, params)
 
     def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock, translated(self.path):
             return super().one(sql, params)
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
-        with self._lock:
+        with self._lock, translated(self.path):
             return super().scalar(sql, params)
 
     def event_count(self) -> int:
@@ -322,10 +453,10 @@ class Store(_Access):
 
     def chain_head(self) -> ChainHead:
         """The newest event's id and hash: what an anchor outside the file (a tag, a signature) records."""
-        with self._lock:
+        with self._lock, translated(self.path):
             return _chain_head(self.conn)
 
     def check_row(self, table: str, row: Mapping[str, Any]) -> RowProblem | None:
         """None when ``row`` (every column of a vouched table's row) is what its event vouched for."""
-        with self._lock:
+        with self._lock, translated(self.path):
             return self.rows_checker.check(self.conn, table, row)

@@ -468,6 +468,56 @@ def m011_lifecycle(db: Database) -> None:
     )
 
 
+@migrations()
+def m012_operations(db: Database) -> None:
+    """What an operator needs beside the chain: incidents, job dispositions and notifications.
+
+    ``incidents``: unexpected exceptions (a bug, not an outcome), each with the id its caller was
+    given and the traceback. ``jobs.disposition``: why a job that did not succeed ended, for the
+    caller to branch on. ``notifications``: one row per thing a human was told (its key makes it
+    once), with how it went; ``notify_cursor``: the last event the notifier looked at, starting at
+    the chain head as it stood at this upgrade so that history is not announced. All four are
+    bookkeeping, like ``jobs``: nothing a gate trusts, and none is vouched for by events.
+    """
+    db.executescript(
+        """
+        CREATE TABLE incidents (
+            id TEXT PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            place TEXT NOT NULL,
+            error TEXT NOT NULL,
+            traceback TEXT NOT NULL,
+            context TEXT
+        );
+        CREATE INDEX incidents_by_time ON incidents (at);
+
+        ALTER TABLE jobs ADD COLUMN disposition TEXT;
+
+        CREATE TABLE notifications (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            run_id TEXT,
+            task_id TEXT,
+            event_id INTEGER,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'skipped')),
+            channel TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX notifications_pending ON notifications (status, created_at);
+
+        CREATE TABLE notify_cursor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            event_id INTEGER NOT NULL
+        );
+        INSERT INTO notify_cursor (id, event_id) SELECT 1, COALESCE(MAX(id), 0) FROM events;
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -28,6 +28,9 @@ def fresh_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("PLANEGATE_TOKEN", raising=False)
     monkeypatch.delenv("PLANEGATE_CDP_URL", raising=False)
+    # No desktop session: notifications the tests cause must not reach the developer's screen.
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
     return home
 
 

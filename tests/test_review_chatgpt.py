@@ -123,6 +123,7 @@ def test_selector_drift_fails_the_review_with_an_incident_and_the_page_kept_as_a
     assert drain(env) == ["failed"]
     result = review_result(env, requested.review)
     assert result.state == "failed" and "selector" in (result.error or "") and "[stage send]" in (result.error or "")
+    assert result.disposition == "needs_human"  # a person updates the selectors; retrying alone cannot help
     assert not fakechat.prompts
     risks = env.store.rows("SELECT kind, detail FROM risks WHERE run_id = ?", (run,))
     assert [r["kind"] for r in risks] == ["incident"] and "drift" in risks[0]["detail"]

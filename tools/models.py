@@ -7,9 +7,14 @@ dropped value. Field descriptions are short on purpose: they are sent to every c
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .errors import Disposition
+
+# What kind of failure, to branch on; the server's instructions name the words once for every tool.
+FailureKind = Annotated[Disposition | None, Field()]
 
 
 class _In(BaseModel):
@@ -131,7 +136,7 @@ class StartRunResult(BaseModel):
     base_sha: str
     integration_branch: str
     stage: RunStage
-    policy: str = Field(description="where the policy came from and its sha256")
+    policy: str  # where the policy came from, and its sha256
     next_step: str
 
 
@@ -237,7 +242,7 @@ class DispatchResult(BaseModel):
     job: int | None = None
     job_state: str | None = None
     taken_over: bool = False
-    bootstrap: str | None = Field(default=None, description="what the policy's [worktree] bootstrap did")
+    bootstrap: str | None = None
     envelope_path: str
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
@@ -268,7 +273,7 @@ class EvidenceResult(BaseModel):
     label: Reported
     head_sha: str | None
     artifacts: list[ArtifactLine] = Field(default_factory=list)
-    counted: bool = Field(description="does a gate count it (never for reported evidence)")
+    counted: bool  # whether a gate counts it: never for reported evidence
     next_step: str
 
 
@@ -294,6 +299,7 @@ class ChecksResult(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
     gates: list[GateLine] = Field(default_factory=list, description="unmet diff gates")
+    disposition: FailureKind = None
     next_step: str
 
 
@@ -330,6 +336,7 @@ class JobResult(BaseModel):
     all_passed: bool | None = None
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
+    disposition: FailureKind = None
     next_step: str
 
 
@@ -339,7 +346,7 @@ class CancelJobResult(BaseModel):
     run: str
     task: str | None
     state: Literal["cancelled"]
-    was: str = Field(description="its state before: queued, running or cancelled")
+    was: str  # its state before: queued, running or cancelled
     reason: str
     stopped: list[str] = Field(default_factory=list)
     next_step: str
@@ -353,7 +360,7 @@ class ReviewRequestResult(BaseModel):
     reviewer: str
     head_sha: str
     job: int | None
-    packet: str = Field(description="folder holding the packet files and prompt")
+    packet: str  # the folder holding the packet files and the prompt
     verdict: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
@@ -389,6 +396,7 @@ class ReviewResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     links: dict[str, str] = Field(default_factory=dict)
     _link_details: list[Link] = PrivateAttr(default_factory=list)
+    disposition: FailureKind = None
     next_step: str
 
 
@@ -445,7 +453,7 @@ class PublishResult(BaseModel):
     base: str
     sha: str
     pushed: bool
-    pull_request: str | None = Field(description="draft pull request URL")
+    pull_request: str | None  # the draft pull request's URL
     body: str
     truncated: bool
     commands: list[str] = Field(default_factory=list, description="to run when gh could not")

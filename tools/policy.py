@@ -162,6 +162,33 @@ class ApprovalSettings(_Section):
         return value
 
 
+class NotifySettings(_Section):
+    """Telling a human that planegate waits for them (an approval, a job in attention, a review).
+
+    ``command``: an argv (no shell) that receives one JSON object on stdin per notification,
+    within ``timeout_s``, with only ``env_allow`` (and the usual PATH, HOME, locale) in its
+    environment. Without a command, ``desktop`` sends one through ``notify-send`` when it is
+    installed. Each notification is sent once; a failure is logged and recorded, never retried.
+    """
+
+    command: list[str] | None = None
+    desktop: bool = True
+    timeout_s: float = Field(default=10, gt=0, le=120)
+    env_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(isinstance(a, str) and a for a in value)):
+            raise ValueError('command needs a non-empty argv list, e.g. command = ["notify-me", "--json"]')
+        return value
+
+    @field_validator("env_allow")
+    @classmethod
+    def _env_allow(cls, value: list[str]) -> list[str]:
+        return _no_agent(value)
+
+
 class SuiteSettings(_Section):
     """How planegate reads the test check: its JUnit report, how to run a few of its tests, the harness.
 
@@ -464,6 +491,7 @@ class Policy(_Section):
     tests: SuiteSettings = Field(default_factory=SuiteSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     worktree: WorktreeSettings = Field(default_factory=WorktreeSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("checks", mode="before")
     @classmethod
@@ -516,7 +544,7 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     keys = [str(part) for part in loc if not isinstance(part, int)]
     if not keys:
         return None
-    sections = {"executor", "review", "checks", "approval", "tests", "publish", "worktree"}
+    sections = {"executor", "review", "checks", "approval", "tests", "publish", "worktree", "notify"}
     section = keys[0] if len(keys) > 1 and keys[0] in sections else None
     key = keys[1] if section else keys[0]
     in_section = section is None
@@ -764,4 +792,14 @@ integrity = true
 remote = "origin"
 base = ""                 # default: the branch the run started from, else the remote's default branch
 branch = ""               # default: planegate/<run>/integration; "{run}" is replaced by the run id
+
+[notify]
+# When planegate waits for a person (an approval, a job in attention, a review or a logged-out
+# browser), each serve or worker process tells them once. command: an argv (no shell) that gets
+# one JSON object on stdin ({"kind", "title", "message", "next_step", "run", "task", ...}).
+# Without a command, a desktop notification through notify-send when it is installed.
+# command = ["python", "scripts/notify.py"]
+desktop = true
+timeout_s = 10
+env_allow = []            # environment names the command receives (e.g. SLACK_WEBHOOK_URL)
 """

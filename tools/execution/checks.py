@@ -33,14 +33,14 @@ from planegate.store import placeholders
 from ..control.graph import task_declarations
 from ..control.tasks import renew_lease, settle_status
 from ..env import Env
-from ..errors import InvalidInput, NotFound, WrongState
+from ..errors import Disposition, InvalidInput, NotFound, WrongState
 from ..gitrepo import DiffFacts, GitRepo
 from ..globs import matches_any
 from ..models import ACTIVE_STATUSES, CheckLine, ChecksResult
 from ..policy import Policy
 from .checkrun import record_check, run_check, summarize, unchanged
 from .integrity import base_note, compare, record_integrity
-from .jobs import JobContext, JobLost, enqueue, job_row, paused_note
+from .jobs import JobContext, JobLost, enqueue, job_disposition, job_row, paused_note
 from .redgreen import RedGreenPlan, Verdict, judge, overlay, plan_red_green, record_red_green, runtime_paths
 from .scratch import close_scratch, ensure_task_bootstrap, open_scratch
 from .testreports import (
@@ -190,8 +190,22 @@ def checks_result(env: Env, job_id: int) -> ChecksResult:
         all_passed=passed,
         progress=job["progress"],
         error=error,
+        disposition=checks_disposition(job, lines),
         next_step=next_step,
     )
+
+
+def checks_disposition(job: dict[str, Any], lines: list[CheckLine]) -> Disposition | None:
+    """Why a checks job did not pass: a check failed or ran out of time, or the job itself failed."""
+    if job["status"] != "succeeded":
+        return job_disposition(job)
+    failed = [x for x in lines if x.exit_code != 0]
+    if failed:
+        timed_out = all(x.exit_code == -1 and " timed out after " in x.summary for x in failed)
+        return "timeout" if timed_out else "check_failed"
+    if any(x.label != "direct" for x in lines):
+        return "retryable"  # the worktree moved while a check ran: run them again on a clean commit
+    return None
 
 
 class _SideRuns:

@@ -45,7 +45,10 @@ class CommandExecutor:
 
     def argv(self, policy: Policy, worktree: Path, logs: Path, envelope: str) -> list[str]:
         if not policy.executor.command:
-            raise ExecutionError("the policy has no [executor] command; set it or dispatch with executor='agent'")
+            raise ExecutionError(
+                "the policy has no [executor] command; set it or dispatch with executor='agent'",
+                disposition="bad_config",
+            )
         return list(policy.executor.command)
 
 
@@ -128,5 +131,8 @@ def run_executor_job(ctx: JobContext) -> dict[str, Any]:
     if not result.ok:
         what = "timed out" if result.timed_out else f"exited {result.exit_code}"
         kept = f"; its changes were committed as {commit[:12]}" if commit else ""
-        raise ExecutionError(f"the {kind.name} executor {what}{kept}; logs: {logs}\n{result.tail(1500)}")
+        raise ExecutionError(
+            f"the {kind.name} executor {what}{kept}; logs: {logs}\n{result.tail(1500)}",
+            disposition="timeout" if result.timed_out else "executor_failed",
+        )
     return {"exit_code": result.exit_code, "commit": commit, "duration_s": round(result.duration_s, 3), **summary}

@@ -21,6 +21,13 @@ Operators pause, drain and resume every worker on the ledger at once (``worker_c
 paused or draining worker claims nothing; running jobs finish. ``cancel_job`` stops a job, ending
 its processes on this host at once; a worker elsewhere learns at its next heartbeat.
 
+A job that ends without succeeding carries a ``disposition`` (``errors.DISPOSITIONS``): from the
+error its handler raised (a command that cannot start is ``bad_config``, an executor out of time
+``timeout``), ``needs_human`` for ``attention``, ``infrastructure`` for a crash, which is also
+recorded as an incident whose id the job's error names. A worker that cannot use the ledger (read
+only, disk full, corrupt) backs off, doubling its wait up to ``TROUBLE_WAIT_MAX_S`` and logging
+each new cause once, instead of polling it every half second.
+
 Handlers are looked up by kind and imported lazily; each takes a ``JobContext`` and returns a
 JSON-able result. A plane may also name a hook that hears when one of its jobs ends without a
 result (cancelled, or set to ``attention``).
@@ -40,11 +47,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planegate.store import Writer, canonical_json, now_iso, placeholders
+from planegate.store import StoreError, Writer, canonical_json, now_iso, placeholders, record_incident
 
 from ..config import process_id
 from ..env import Env
-from ..errors import Busy, Conflict, InvalidInput, NotFound, PlanegateError, WrongState
+from ..errors import (
+    DISPOSITIONS,
+    Busy,
+    Conflict,
+    Disposition,
+    InvalidInput,
+    NotFound,
+    PlanegateError,
+    WrongState,
+    disposition_of,
+)
 from ..models import CancelJobResult
 from .procs import GroupEnd, end_group, host_key, process_alive, process_start, watching
 
@@ -65,6 +82,7 @@ DONE = ("succeeded", "failed", "attention", "cancelled")
 DUE_WORK = ("planegate.tools.review.review:queue_due_rereads",)
 MODES = ("running", "paused", "draining")
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL for a group ended from outside (a reclaim, a cancel, a sweep)
+TROUBLE_WAIT_MAX_S = 30.0  # the longest a worker waits before trying a ledger it could not use again
 
 
 class JobLost(Exception):
@@ -154,6 +172,18 @@ def job_row(env: Env, job_id: int) -> dict[str, Any]:
     return row
 
 
+def job_disposition(job: dict[str, Any]) -> Disposition | None:
+    """Why a job that ended did not succeed (``errors.DISPOSITIONS``); None while it runs, on
+    success, or when it was cancelled (a decision, not a failure)."""
+    status = job["status"]
+    if status == "attention":
+        return "needs_human"
+    if status == "failed":
+        recorded = job.get("disposition")
+        return recorded if recorded in DISPOSITIONS else "infrastructure"  # a job failed before dispositions existed
+    return None
+
+
 def _gave_up(job: dict[str, Any], why: str) -> str:
     return (
         f"attempt {job['attempts']} of {job['max_attempts']} ended without an outcome ({why}); planegate stopped "
@@ -166,7 +196,14 @@ def _to_attention(w: Writer, job: dict[str, Any], reason: str) -> bool:
         "jobs",
         {"id": job["id"]},
         {"status": job["status"], "lease_owner": job["lease_owner"]},
-        {"status": "attention", "error": reason, "finished_at": w.at, "lease_owner": None, "lease_expires": None},
+        {
+            "status": "attention",
+            "error": reason,
+            "disposition": "needs_human",
+            "finished_at": w.at,
+            "lease_owner": None,
+            "lease_expires": None,
+        },
     ):
         return False
     w.event("job.attention", run=job["run_id"], task=job["task_id"], job=job["id"], reason=reason)
@@ -232,7 +269,14 @@ def claim(env: Env, worker: str, lease_s: float) -> dict[str, Any] | None:
 
 
 def finish(
-    env: Env, job: dict[str, Any], worker: str, *, status: str, result: Any = None, error: str | None = None
+    env: Env,
+    job: dict[str, Any],
+    worker: str,
+    *,
+    status: str,
+    result: Any = None,
+    error: str | None = None,
+    disposition: Disposition | None = None,
 ) -> bool:
     """Record the outcome if this worker still holds the job; False when it no longer does."""
     with env.write(actor=f"worker:{worker}") as w:
@@ -244,6 +288,7 @@ def finish(
                 "status": status,
                 "result": None if result is None else canonical_json(result),
                 "error": error,
+                "disposition": disposition,
                 "finished_at": w.at,
                 "lease_owner": None,
                 "lease_expires": None,
@@ -251,7 +296,8 @@ def finish(
             },
         )
         if won:
-            w.event(f"job.{status}", run=job["run_id"], task=job["task_id"], job=job["id"], error=error)
+            extra = {"disposition": disposition} if disposition else {}
+            w.event(f"job.{status}", run=job["run_id"], task=job["task_id"], job=job["id"], error=error, **extra)
     if won and status == "attention":
         _after_ended(env, [job])
     return won
@@ -733,20 +779,77 @@ def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
         log.info("%s", exc)
         return "lost"
     except PreviousAttemptAlive as exc:
-        finish(env, job, worker, status="attention", error=str(exc))
+        finish(env, job, worker, status="attention", error=str(exc), disposition="needs_human")
         return "attention"
     except Busy as exc:
         requeue(env, job, worker, str(exc))
         return "queued"
     except PlanegateError as exc:
-        finish(env, job, worker, status="failed", error=str(exc))
+        finish(env, job, worker, status="failed", error=str(exc), disposition=disposition_of(exc))
         return "failed"
-    except Exception as exc:  # a handler bug must not kill the worker; the job records it
-        log.exception("job %s (%s) crashed", job["id"], job["kind"])
-        finish(env, job, worker, status="failed", error=f"{type(exc).__name__}: {exc}")
+    except StoreError:
+        raise  # the ledger cannot record an outcome now: the lease runs out and the job is retried
+    except Exception as exc:  # noqa: BLE001 - a handler bug must not kill the worker; the job records an incident
+        incident, _ = record_incident(
+            env.store,
+            exc,
+            place=f"job {job['id']} ({job['kind']})",
+            actor=f"worker:{worker}",
+            context={"job": job["id"]},
+        )
+        error = (
+            f"the {job['kind']} job crashed: {type(exc).__name__}: {exc} (incident {incident}; the traceback is in the "
+            "worker's log and the ledger's incidents table). This is a planegate bug; report the incident id"
+        )
+        finish(env, job, worker, status="failed", error=error, disposition="infrastructure")
         return "failed"
     finish(env, job, worker, status="succeeded", result=result)
     return "succeeded"
+
+
+# Watchers look at the ledger at every poll and act outside it (a notification to a human). Found by
+# name like the handlers; each takes the Env, must be cheap when nothing is new, and never raises
+# for a failure of its own (it logs it).
+WATCHERS = ("planegate.tools.report.notify:notify_due",)
+
+
+def run_watchers(env: Env) -> None:
+    for target in WATCHERS:
+        module, name = target.split(":")
+        getattr(importlib.import_module(module), name)(env)
+
+
+class _Trouble:
+    """A worker loop's failures in a row: how long to wait before the next try, and one log line per new cause."""
+
+    def __init__(self, worker: str, poll_s: float, store: Any) -> None:
+        self.worker = worker
+        self.store = store
+        self.poll_s = poll_s
+        self.count = 0
+        self.said = ""
+
+    def note(self, exc: Exception) -> float:
+        self.count += 1
+        said = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StoreError | PlanegateError) else str(exc)
+        wait_s = min(self.poll_s * 2**self.count, TROUBLE_WAIT_MAX_S)
+        if said != self.said:
+            self.said = said
+            if isinstance(exc, StoreError | PlanegateError):
+                log.warning(
+                    "worker %s cannot work (it retries, at most %.0f s apart): %s",
+                    self.worker,
+                    TROUBLE_WAIT_MAX_S,
+                    said,
+                )
+            else:
+                record_incident(None, exc, place=f"worker {self.worker} loop")
+        return wait_s
+
+    def clear(self) -> None:
+        if self.count:
+            log.warning("worker %s works again", self.worker)
+        self.count, self.said = 0, ""
 
 
 class Worker:
@@ -787,41 +890,45 @@ class Worker:
             nonlocal running
             try:
                 await anyio.to_thread.run_sync(run_job, self.env, job, self.name, self.lease_s, limiter=limiter)
+            except StoreError as exc:  # the ledger could not take the outcome: the lease expires, the job is retried
+                log.warning("worker %s could not record job %s: %s", self.name, job["id"], exc)
             except Exception:  # recording the outcome failed: the lease expires and another worker retries
                 log.exception("worker %s lost track of job %s", self.name, job["id"])
             finally:
                 running -= 1
                 self._wake.set()
 
+        trouble = _Trouble(self.name, self.env.settings.job_poll_s, self.env.store)
         async with anyio.create_task_group() as group:
             while True:
-                job = None
-                if running < self.env.settings.worker_concurrency:
-                    try:
-                        job = await anyio.to_thread.run_sync(claim, self.env, self.name, self.lease_s)
-                    except Exception as exc:  # noqa: BLE001 - the loop outlives one failed claim; it retries at the next poll
-                        log.warning("worker %s could not claim a job: %s", self.name, exc)
-                if job is not None:
-                    running += 1
-                    group.start_soon(one, job)
-                    continue
-                await anyio.to_thread.run_sync(self._sweep)
-                mode = (await anyio.to_thread.run_sync(worker_control, self.env.store))["mode"]
-                due = 0
                 try:
+                    job = None
+                    if running < self.env.settings.worker_concurrency:
+                        job = await anyio.to_thread.run_sync(claim, self.env, self.name, self.lease_s)
+                    if job is not None:
+                        trouble.clear()
+                        running += 1
+                        group.start_soon(one, job)
+                        continue
+                    await anyio.to_thread.run_sync(self._sweep)
+                    mode = (await anyio.to_thread.run_sync(worker_control, self.env.store))["mode"]
+                    due = 0
                     if mode == "running" and running < self.env.settings.worker_concurrency:
                         due = await anyio.to_thread.run_sync(queue_due_work, self.env)
-                except Exception as exc:  # noqa: BLE001 - due work is looked for again at the next poll
-                    log.warning("worker %s could not queue due work: %s", self.name, exc)
-                if due:
-                    continue
-                if running == 0 and stop_when_drained and mode == "draining":
-                    return "drained"
-                if running == 0 and stop_when_idle:
-                    if mode != "running":
-                        return mode
-                    if not await anyio.to_thread.run_sync(unfinished, self.env):
-                        return "idle"
+                    await anyio.to_thread.run_sync(run_watchers, self.env)
+                    trouble.clear()
+                    if due:
+                        continue
+                    if running == 0 and stop_when_drained and mode == "draining":
+                        return "drained"
+                    if running == 0 and stop_when_idle:
+                        if mode != "running":
+                            return mode
+                        if not await anyio.to_thread.run_sync(unfinished, self.env):
+                            return "idle"
+                    wait_s = self.env.settings.job_poll_s
+                except Exception as exc:  # noqa: BLE001 - the loop outlives a ledger it cannot use and any one failure
+                    wait_s = trouble.note(exc)
                 self._wake.clear()
-                await anyio.to_thread.run_sync(self._wake.wait, self.env.settings.job_poll_s, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(self._wake.wait, wait_s, abandon_on_cancel=True)
         return "stopped"  # pragma: no cover - the loop only returns from inside

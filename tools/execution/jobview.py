@@ -9,7 +9,7 @@ from typing import Any
 from ..env import Env
 from ..models import JobResult
 from .checks import checks_result
-from .jobs import job_row, paused_note
+from .jobs import job_disposition, job_row, paused_note
 
 
 def attention_step(row: dict[str, Any]) -> str:
@@ -62,5 +62,6 @@ def job_result(env: Env, job: int) -> JobResult:
         result=json.loads(row["result"]) if row["result"] else None,
         checks=checks.results if checks else None,
         all_passed=checks.all_passed if checks else None,
+        disposition=checks.disposition if checks is not None else job_disposition(row),
         next_step=next_step,
     )

@@ -174,12 +174,14 @@ def resolve_argv0(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None 
     if "/" in name:
         path = Path(name) if cwd is None or Path(name).is_absolute() else cwd / name
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise ExecutionError(f"command {name!r} is not an executable file; {_FIX_ARGV}")
+            raise ExecutionError(f"command {name!r} is not an executable file; {_FIX_ARGV}", disposition="bad_config")
         return str(path)
     search = env.get("PATH", os.defpath)
     found = shutil.which(name, path=search)
     if found is None:
-        raise ExecutionError(f"command {name!r} was not found on PATH ({search}); {_FIX_ARGV}")
+        raise ExecutionError(
+            f"command {name!r} was not found on PATH ({search}); {_FIX_ARGV}", disposition="bad_config"
+        )
     return found
 
 
@@ -246,7 +248,9 @@ def run_process(
                 preexec_fn=_die_with_parent(os.getpid()),
             )
         except OSError as exc:
-            raise ExecutionError(f"command {argv[0]!r} could not be started ({exc.strerror}); {_FIX_ARGV}") from exc
+            raise ExecutionError(
+                f"command {argv[0]!r} could not be started ({exc.strerror}); {_FIX_ARGV}", disposition="bad_config"
+            ) from exc
 
     try:
         if watch is not None:

@@ -39,13 +39,19 @@ class GateResult:
 
 
 class GatesUnmet(PlanegateError):
-    """Acceptance was refused; ``unmet`` lists every gate that does not hold."""
+    """Acceptance was refused; ``unmet`` lists every gate that does not hold.
+
+    Its disposition is ``needs_human`` when only a person can unblock it (the human approval is
+    the one gate left, or the ledger was edited outside planegate), else ``not_ready``.
+    """
 
     def __init__(self, subject: str, unmet: Sequence[GateResult]) -> None:
         self.unmet = list(unmet)
         lines = [f"{subject}: {len(self.unmet)} gate(s) unmet, nothing was merged or changed:"]
         lines += [f"- {g.gate}: {g.reason} Next: {g.next_step}" for g in self.unmet]
-        super().__init__("\n".join(lines))
+        names = {g.gate for g in self.unmet}
+        human = names == {"human_approval"} or "ledger" in names
+        super().__init__("\n".join(lines), disposition="needs_human" if human else "not_ready")
 
 
 @dataclass

@@ -4,8 +4,8 @@ One report, three files: ``report.md`` (meant as a pull-request body), ``report.
 self-contained page: inline CSS, no script, no external asset) and ``graph.svg`` (the task graph).
 Sections come in a fixed order — summary, requirements, architecture, tasks, changes of course
 (graph amendments and adopted policies, when there are any), evidence, reviews, the task graph,
-gates — and are built once as a small list of blocks that each format renders,
-so the two documents always say the same thing.
+gates, timing (``stats``: from ledger timestamps only) — and are built once as a small list of
+blocks that each format renders, so the two documents always say the same thing.
 
 Invariants: the report only reads (the ledger in one snapshot, and the integration branch tip
 from git); the same ledger and repository give byte-identical files (no clock is read; only
@@ -45,6 +45,7 @@ from .report_format import (
     to_markdown,
 )
 from .report_svg import plain, task_graph_svg
+from .stats import PHASE_TITLES, PHASES, RunStats, duration, run_stats
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class _Facts:
     ledger_head: str | None
     amendments: list[dict[str, Any]] = field(default_factory=list)
     adoptions: list[dict[str, Any]] = field(default_factory=list)
+    stats: RunStats | None = None
     integration_head: str | None = None
     head_note: str = ""
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -129,6 +131,7 @@ def _gather(env: Env, run: str) -> _Facts:
                 (run,),
             ),
             by_id={t["id"]: t for t in tasks},
+            stats=run_stats(db, run),
         )
     try:
         facts.integration_head = env.repo(run_row["repo"]).branch_sha(run_row["integration_branch"])
@@ -437,6 +440,44 @@ def _gates(facts: _Facts, run_gates: list[GateResult] | None) -> list[Block]:
     return blocks
 
 
+def _timing(facts: _Facts) -> list[Block]:
+    stats = facts.stats
+    assert stats is not None
+    blocks: list[Block] = [Heading(2, "Timing")]
+    if not stats.tasks:
+        return [*blocks, para("No task has run yet.")]
+    rows = [
+        cells(Code(t.task), t.status, *(duration(t.phases.get(p)) for p in PHASES), str(t.retries))
+        + cells(", ".join(f"{gate} ×{n}" for gate, n in sorted(t.refusals.items())) or "—")
+        for t in stats.tasks
+    ]
+    rows.append(cells(Strong("all"), "", *(duration(stats.totals[p]) for p in PHASES), str(stats.retries), ""))
+    blocks.append(Table(["task", "status", *(PHASE_TITLES[p] for p in PHASES), "retries", "refused by"], rows))
+    latency = stats.review_latency
+    lines = [
+        f"Wall time {duration(stats.wall_s)}" if stats.ended_at else f"Started {stats.started_at}, not finished",
+        f"review latency: median {duration(latency.median_s)}, p90 {duration(latency.p90_s)}, "
+        f"max {duration(latency.max_s)} over {latency.count} review(s)"
+        if latency.count
+        else "no review answered",
+        f"{stats.refused_calls} acceptance call(s) refused"
+        + (" (" + ", ".join(f"{gate} ×{n}" for gate, n in stats.refusals.items()) + ")" if stats.refusals else ""),
+    ]
+    if stats.release:
+        lines.append(
+            "whole run: " + ", ".join(f"{k.replace('_', ' ')} {duration(v)}" for k, v in sorted(stats.release.items()))
+        )
+    blocks.append(Bullets([[line] for line in lines]))
+    blocks.append(
+        para(
+            "Each phase is the time between two ledger events (see ",
+            Code("planegate stats"),
+            "); a phase still open is not counted.",
+        )
+    )
+    return blocks
+
+
 def build_report(env: Env, run: str, run_gates: list[GateResult] | None = None) -> tuple[str, str, str]:
     """(markdown, html, svg) for a run; run_gates = the run gates' final state if the caller has them.
 
@@ -455,6 +496,7 @@ def build_report(env: Env, run: str, run_gates: list[GateResult] | None = None) 
         *_reviews(facts),
         *_graph(facts, svg),
         *_gates(facts, run_gates),
+        *_timing(facts),
     ]
     return to_markdown(blocks), to_html(blocks, f"planegate report: {facts.run['goal']}"), svg
 

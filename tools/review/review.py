@@ -48,9 +48,9 @@ from ..control.graph import declaration_lines, task_declarations
 from ..control.runs import current_requirements, move_task, set_stage
 from ..control.tasks import settle_status
 from ..env import Env
-from ..errors import ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
+from ..errors import Disposition, ExecutionError, InvalidInput, NotFound, ReviewError, WrongState
 from ..execution.envelope import render_envelope
-from ..execution.jobs import JobContext, JobLost, enqueue
+from ..execution.jobs import JobContext, JobLost, enqueue, job_disposition
 from ..gates.early import refusal_lines, run_next_step, task_next_step, unmet_diff_gates
 from ..gates.facts import evaluate_task, executor_identity, harness_changes, harness_patterns
 from ..gates.identity import compare
@@ -757,6 +757,7 @@ def review_result(env: Env, review: str) -> ReviewResult:
         error=row["error"],
         progress=row["progress"] if state in ("running", "pending") else None,
         notes=json.loads(row["notes"]) if row["notes"] else [],
+        disposition=review_disposition(env, row),
         next_step=next_step,
     )
 
@@ -775,6 +776,19 @@ def _after_approval(env: Env, run: str, task: str | None, current: bool) -> str:
         return f"get_status({run!r})"
     _, gates = evaluate_task(env, env.run_row(run), row, live=False)
     return task_next_step(run, task, gates)
+
+
+def review_disposition(env: Env, row: dict[str, Any]) -> Disposition | None:
+    """Why a review has no verdict: its job's disposition (a logged-out browser needs a human, a
+    usage cap is retryable); an unusable reply can be asked for again."""
+    if row["status"] == "incomplete":
+        return "retryable"
+    if row["status"] != "failed":
+        return None
+    job = (
+        env.store.one("SELECT status, disposition FROM jobs WHERE id = ?", (row["job_id"],)) if row["job_id"] else None
+    )
+    return (job_disposition(job) if job is not None else None) or "retryable"
 
 
 def review_request_result(env: Env, review: str, note: str = "") -> ReviewRequestResult:
