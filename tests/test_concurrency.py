@@ -467,7 +467,7 @@ async def test_unknown_arguments_are_refused_by_every_tool_naming_the_accepted_o
     with anyio.fail_after(60):
         async with Client(server) as client:
             text = await refused(client, "get_status", run_id=run)
-            assert "unknown argument 'run_id' (did you mean 'run'?); get_status accepts run." in text
+            assert "unknown argument 'run_id' (did you mean 'run'?); get_status accepts run, include_abandoned." in text
             text = await refused(client, "dispatch_task", run=run, task="t00", executer="codex")
             assert "unknown argument 'executer' (did you mean 'executor'?)" in text
             assert "dispatch_task accepts run, task, executor." in text

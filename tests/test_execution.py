@@ -484,3 +484,31 @@ def test_a_stale_view_of_a_dead_owner_never_takes_a_job_from_a_live_one(
     assert release_stale(env).queued == []
     row = env.store.one("SELECT status, lease_owner, attempts FROM jobs WHERE id = ?", (job,))
     assert row == {"status": "running", "lease_owner": "alive", "attempts": 1}
+
+
+def test_a_dispatch_under_way_in_another_process_is_not_taken_for_a_deleted_worktree(
+    env: Env, tmp_path: Path, fresh_machine: Path
+) -> None:
+    """Between its claim and its worktree, a dispatch holds the task's lock: a second dispatch in
+    that window is refused and changes nothing, instead of seeing a claimed task without a worktree
+    (what a worktree deleted by hand looks like) and taking it over."""
+    repo = calc_repo(tmp_path / "calc")
+    run = planned_run(env, repo)
+    lock = fresh_machine / "locks" / f"dispatch-{run}-calc.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        events = env.store.event_count()
+        with pytest.raises(Conflict, match="being dispatched by another call"):
+            dispatch_task(env, run, "calc")
+        assert env.store.event_count() == events and env.task_row(run, "calc")["status"] == "ready"
+        assert not (fresh_machine / "worktrees" / run / "calc").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert dispatch_task(env, run, "calc").worktree  # the lock dies with its holder

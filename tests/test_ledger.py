@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -38,7 +39,7 @@ def filled_store(path: Path, events: int = 5) -> Store:
                 "integration_branch": "planegate/r1/integration",
                 "stage": "draft",
                 "policy": "{}",
-                "policy_sha256": "0",
+                "policy_sha256": hashlib.sha256(b"{}").hexdigest(),
                 "created_at": w.at,
                 "updated_at": w.at,
             },

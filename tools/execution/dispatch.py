@@ -17,10 +17,13 @@ overlaps its own, nor beyond the policy's ``max_parallel``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,31 @@ def _refuse_unless_dispatchable(
     return takeover
 
 
+@contextlib.contextmanager
+def _dispatching(env: Env, run: str, task: str) -> Iterator[None]:
+    """One dispatch of a task at a time, across every process sharing the ledger.
+
+    Between the claim in the ledger and the worktree on disk, a second dispatch would see a
+    dispatched task without a worktree, which is also what a worktree deleted by hand looks like
+    (a takeover); the lock closes that window. It is ``flock``: the kernel drops it when its
+    holder dies, so a crashed dispatch never blocks the next one.
+    """
+    locks = env.settings.home / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"dispatch-{run}-{task}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(
+                f"task {task!r} is being dispatched by another call right now; call get_status({run!r}) and work "
+                "in the worktree it reports, or dispatch again once that call has answered"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> DispatchResult:
     """Create the task's worktree and branch, write its envelope, take a lease.
 
@@ -94,6 +122,11 @@ def dispatch_task(env: Env, run: str, task: str, executor: str = "agent") -> Dis
     """
     check_name("run", run)
     check_name("task", task)
+    with _dispatching(env, run, task):
+        return _dispatch(env, run, task, executor)
+
+
+def _dispatch(env: Env, run: str, task: str, executor: str) -> DispatchResult:
     run_row = env.run_row(run)
     policy = env.policy(run_row)
     _check_executor(executor, policy)
