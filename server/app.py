@@ -23,8 +23,9 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import server as sdk_server
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.tools import Tool, ToolManager
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -110,9 +111,50 @@ def _tool(read_only: bool = False, destructive: bool = False, idempotent: bool =
     )
 
 
+# Without a client message, the worker starts this long after the server is up (a restarted
+# server reclaims its predecessor's jobs even when no client has connected yet).
+WORKER_START_S = 0.25
 TOOL_WAIT_S = float(os.environ.get("PLANEGATE_TOOL_WAIT_S", "45"))
 # Refusals are outcomes the model reads in the tool result; logging each at INFO is noise.
 LOG_LEVEL: Any = os.environ.get("PLANEGATE_LOG_LEVEL", "WARNING").upper()
+
+
+def plain_logging(level: Any = "INFO") -> None:
+    """The SDK's logging set-up without ``rich``: importing rich for its handler is ~30 ms of every
+    start, for log lines that go to a client's log file anyway."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class LazyTools(ToolManager):
+    """The tools, built on first use rather than at start-up.
+
+    Building them (argument models, JSON schemas) is the largest part of ``build_server``;
+    ``initialize`` needs none of it, and the worker's start builds them in the background.
+    """
+
+    def __init__(self, build: Callable[[], list[Tool]]) -> None:
+        super().__init__()
+        self._build: Callable[[], list[Tool]] | None = build
+        self._build_lock = threading.Lock()
+
+    def ready(self) -> None:
+        if self._build is None:
+            return
+        with self._build_lock:
+            if self._build is not None:
+                for built in self._build():
+                    self._tools[built.name] = built
+                self._build = None
+
+    def get_tool(self, name: str) -> Tool | None:
+        self.ready()
+        return super().get_tool(name)
+
+    def list_tools(self) -> list[Tool]:
+        self.ready()
+        return super().list_tools()
 
 
 class EnvHolder:
@@ -123,6 +165,8 @@ class EnvHolder:
         self._env: Any = None
         self._lock = threading.Lock()
         self.worker: Any = None
+        self.tools: LazyTools | None = None
+        self.answered: anyio.Event | None = None  # set once the server has answered a message
 
     def get(self) -> Any:
         with self._lock:
@@ -137,13 +181,18 @@ class EnvHolder:
             self.worker.wake()
 
     async def run_worker(self, delay_s: float) -> None:
-        """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast)."""
+        """Reconcile, then run the job worker until cancelled (after ``delay_s``).
+
+        Before that, in a thread: the tools are built and the secret scanner is loaded, so
+        neither the first ``tools/list`` nor the first ``accept_task`` pays for it."""
         await anyio.sleep(delay_s)
         from planegate.store import StoreBusy
         from planegate.tools.errors import PlanegateError
         from planegate.tools.execution.jobs import Worker
         from planegate.tools.execution.reconcile import reconcile
 
+        if self.tools is not None:
+            await anyio.to_thread.run_sync(self.tools.ready)
         env = await anyio.to_thread.run_sync(self.get)
         worker_env = env.as_actor("planegate:worker")
         try:
@@ -252,31 +301,60 @@ def tell_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Eli
     return Elicit(ask.question, SignedApprovalNotice) if ask is not None and ask.mode == "signed" else None
 
 
-def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
-    """The planegate MCP server; its job worker starts ``worker_delay_s`` after the server does."""
+def build_server(settings: Settings | None = None, *, worker_delay_s: float | None = None) -> MCPServer:
+    """The planegate MCP server.
+
+    Its job worker starts once the server has answered its first message (``initialize``), so
+    that answer never shares the CPU with the worker's start, or ``WORKER_START_S`` after the
+    server is up if no message comes; ``worker_delay_s`` fixes the delay instead.
+    """
     holder = EnvHolder(settings)
+
+    async def first_answer(ctx: Any, call_next: Any) -> Any:
+        try:
+            return await call_next(ctx)
+        finally:
+            if holder.answered is not None:
+                holder.answered.set()
+
+    async def start_worker() -> None:
+        if worker_delay_s is None:
+            assert holder.answered is not None
+            with anyio.move_on_after(WORKER_START_S):
+                await holder.answered.wait()
+            await anyio.sleep(0)  # the answer is written after the middleware returns
+            await holder.run_worker(0)
+        else:
+            await holder.run_worker(worker_delay_s)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        holder.answered = anyio.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(holder.run_worker, worker_delay_s)
+            group.start_soon(start_worker)
             try:
                 yield
             finally:
                 group.cancel_scope.cancel()
         holder.close()
 
-    tools: list[Tool] = []
+    declared: list[tuple[Callable[..., Any], ToolAnnotations]] = []
 
     def tool(read_only: bool = False, destructive: bool = False, idempotent: bool = False) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent))
-            built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
-            built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
-            tools.append(built)
+            declared.append((fn, _tool(read_only, destructive, idempotent)))
             return fn
 
         return register
+
+    def build_tools() -> list[Tool]:
+        tools: list[Tool] = []
+        for fn, hints in declared:
+            built = StrictTool.from_function(fn, annotations=hints)
+            built.parameters = {**(compact_schema(built.parameters) or {}), "additionalProperties": False}
+            built.fn_metadata.output_schema = compact_schema(built.fn_metadata.output_schema, output=True)
+            tools.append(built)
+        return tools
 
     def env(ctx: Context | None = None) -> Any:
         return holder.get().as_actor(actor_of(ctx))
@@ -489,15 +567,22 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
 
         return call(cancel, env(ctx), run, task, reason)
 
-    server: MCPServer = MCPServer(
-        "planegate",
-        title="planegate",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        tools=tools,
-        log_level=LOG_LEVEL,
-    )
+    sdk_logging = sdk_server.configure_logging
+    sdk_server.configure_logging = plain_logging
+    try:
+        server: MCPServer = MCPServer(
+            "planegate",
+            title="planegate",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level=LOG_LEVEL,
+        )
+    finally:
+        sdk_server.configure_logging = sdk_logging
+    holder.tools = LazyTools(build_tools)
+    server._tool_manager = holder.tools  # the SDK takes built tools only; these are built on first use
+    server.middleware.append(first_answer)
     server.env_holder = holder  # type: ignore[attr-defined]
 
     @server.resource("planegate://runs/{run}/tasks/{task}", name="task", mime_type="text/markdown")

@@ -678,18 +678,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises: spare it the imports below
+    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises
         return cmd_hook_stop(args)
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _readable(exc):
+            raise
+        print(f"planegate {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _readable(exc: Exception) -> bool:
+    """planegate's own errors (and the OS's), reported as one line. Imported only when one was
+    raised, so commands such as ``serve`` do not pay for the ledger's modules before they need them."""
     from planegate.store import StoreBusy
     from planegate.tools.errors import PlanegateError
 
-    try:
-        return int(args.fn(args))
-    except (PlanegateError, StoreBusy, OSError) as exc:
-        print(f"planegate {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return isinstance(exc, PlanegateError | StoreBusy | OSError)
 
 
 if __name__ == "__main__":
