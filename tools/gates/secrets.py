@@ -269,7 +269,8 @@ def _config(high_confidence: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
     plugins: list[str] = list(HIGH_CONFIDENCE)
     dropped: tuple[str, ...] = _NAME_FILTERS
     if not high_confidence:
-        plugins = [str(plugin.__name__) for plugin in get_mapping_from_secret_type_to_class().values()]
+        classes: list[type] = list(get_mapping_from_secret_type_to_class().values())
+        plugins = [cls.__name__ for cls in classes]
         dropped = _DISABLED_FILTERS
     config = {
         "plugins_used": [{"name": name} for name in plugins],
