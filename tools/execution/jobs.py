@@ -392,6 +392,11 @@ _OPEN = (
 )
 
 
+# Jobs whose cancel_job is under way in this process: between its write and its ending of the
+# processes, a sweep here (the start-up reconcile, the worker's) would end them as stale first.
+_cancelling: set[int] = set()
+
+
 def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[GroupEnd]:
     """End the recorded groups on this host whose attempt is over: the job is no longer running
     that attempt, or its owner died. Run by every worker between claims and at start-up."""
@@ -400,6 +405,8 @@ def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[Group
         return []
     ended = []
     for row in env.store.rows(_OPEN + " AND p.host_key = ? ORDER BY p.id", (here,)):
+        if row["job_id"] in _cancelling:  # this process's cancel_job ends them and records it as a cancel
+            continue
         current = row["status"] == "running" and row["attempt"] == row["attempts"]
         if current and not owner_dead(row, here):
             continue
@@ -552,6 +559,14 @@ def cancel_job(env: Env, job_id: int, reason: str) -> CancelJobResult:
     if not reason:
         raise InvalidInput("reason is empty; say why the job is cancelled (it is recorded)")
     row = job_row(env, job_id)
+    _cancelling.add(job_id)
+    try:
+        return _cancel(env, job_id, row, reason)
+    finally:
+        _cancelling.discard(job_id)
+
+
+def _cancel(env: Env, job_id: int, row: dict[str, Any], reason: str) -> CancelJobResult:
     with env.write() as w:
         row = w.one("SELECT * FROM jobs WHERE id = ?", (job_id,)) or row
         was = row["status"]
