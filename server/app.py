@@ -183,8 +183,8 @@ class EnvHolder:
     async def run_worker(self, delay_s: float) -> None:
         """Reconcile, then run the job worker until cancelled (after ``delay_s``).
 
-        Before that, in a thread: the tools are built and the secret scanner is loaded, so
-        neither the first ``tools/list`` nor the first ``accept_task`` pays for it."""
+        Before that, in a thread, the tools are built, so the first ``tools/list`` does not wait
+        for them; the worker's first look at task heads loads the secret scanner."""
         await anyio.sleep(delay_s)
         from planegate.store import StoreBusy
         from planegate.tools.errors import PlanegateError
@@ -411,7 +411,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float | No
         """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
         from planegate.tools.report.status import get_status as status
 
-        return call(status, env(ctx), run)
+        # Never waits for git: this process's worker computes each head's git facts when it moves.
+        return call(status, env(ctx), run, wait_for_git=False)
 
     @tool()
     def dispatch_task(

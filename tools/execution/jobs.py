@@ -35,6 +35,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ DONE = ("succeeded", "failed", "attention", "cancelled")
 # Work that falls due with time rather than being queued (a pending review's re-read). Found by
 # name like the handlers, so this module imports none of the planes that use it.
 DUE_WORK = ("planegate.tools.review.review:queue_due_rereads",)
+# Work a worker does beside its jobs, in the background of its loop: the git facts of task heads
+# that moved (so get_status never waits for git). Found by name like DUE_WORK.
+HEAD_WORK = ("planegate.tools.gates.facts:refresh_moved_heads",)
 MODES = ("running", "paused", "draining")
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL for a group ended from outside (a reclaim, a cancel, a sweep)
 
@@ -737,6 +741,22 @@ def queue_due_work(env: Env) -> int:
     return queued
 
 
+def refresh_heads(env: Env) -> None:
+    """Run the ``HEAD_WORK`` hooks."""
+    for target in HEAD_WORK:
+        module, name = target.split(":")
+        getattr(importlib.import_module(module), name)(env)
+
+
+_local_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def wake_local_workers() -> None:
+    """Have this process's workers look now instead of at their next poll (someone waits for them)."""
+    for worker in list(_local_workers):
+        worker.wake()
+
+
 def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
     """Run one claimed job to its end; returns the status recorded."""
     context = JobContext(env, job, worker, lease_s)
@@ -775,10 +795,23 @@ class Worker:
         self.name = name or f"{process_id()}:{threading.get_ident() % 10000}"
         self.lease_s = env.settings.job_lease_s
         self._wake = threading.Event()
+        self._refreshing = False
+        _local_workers.add(self)
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
         self._wake.set()
+
+    async def _refresh_heads(self) -> None:
+        """One pass of ``HEAD_WORK`` in a thread; the loop goes on claiming jobs meanwhile."""
+        import anyio.to_thread
+
+        try:
+            await anyio.to_thread.run_sync(refresh_heads, self.env, abandon_on_cancel=True)
+        except Exception as exc:  # noqa: BLE001 - derived data: the next poll tries again
+            log.warning("worker %s could not refresh task heads: %s", self.name, exc)
+        finally:
+            self._refreshing = False
 
     def _sweep(self) -> None:
         try:
@@ -822,6 +855,9 @@ class Worker:
                     continue
                 await anyio.to_thread.run_sync(self._sweep)
                 mode = (await anyio.to_thread.run_sync(worker_control, self.env.store))["mode"]
+                if not self._refreshing:
+                    self._refreshing = True
+                    group.start_soon(self._refresh_heads)
                 due = 0
                 try:
                     if mode == "running" and running < self.env.settings.worker_concurrency:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..env import Env
-from ..execution.jobs import workers_note
+from ..execution.jobs import wake_local_workers, workers_note
 from ..models import Blocked, RunLine, RunStatus, StatusResult
 from .activity import active_tasks, next_action, run_risks
 
@@ -65,7 +65,7 @@ def blocked_reasons(reader: Any, run: str, limit: int) -> list[Blocked]:
     return [Blocked(task=task, reason="waiting for " + ", ".join(deps)) for task, deps in waiting.items()]
 
 
-def run_status(env: Env, run: str) -> StatusResult:
+def run_status(env: Env, run: str, *, wait_for_git: bool = True) -> StatusResult:
     with env.store.snapshot() as reader:
         run_row = env.run_row(run)
         counts = {
@@ -79,9 +79,11 @@ def run_status(env: Env, run: str) -> StatusResult:
             )
         ]
         blocked = blocked_reasons(reader, run, LIMIT)
-        active, active_total = active_tasks(env, reader, run_row, LIMIT)
+        active, active_total, pending = active_tasks(env, reader, run_row, LIMIT, wait_for_git=wait_for_git)
         risks = run_risks(env, reader, run_row, active)
         workers = workers_note(reader)
+    if pending:
+        wake_local_workers()  # the worker that computes them looks now, not at its next poll
     more = {
         name: total - len(shown)
         for name, total, shown in (
@@ -108,10 +110,15 @@ def run_status(env: Env, run: str) -> StatusResult:
     return StatusResult(status=status, workers=workers, next_action=next_action(env, run_row, status))
 
 
-def get_status(env: Env, run: str | None = None) -> StatusResult:
+def get_status(env: Env, run: str | None = None, *, wait_for_git: bool = True) -> StatusResult:
     """The runs (newest first) without ``run``; one run's state and next action with it.
+
+    A task's git facts (diff, merge check, secret scan) are read as a worker stored them for its
+    head. ``wait_for_git``: compute the missing ones here (a process with no worker); without
+    it no git runs at all, and a head whose facts are not stored yet shows its git gates as
+    "computing for head …" (the server, whose worker computes them as soon as a head moves).
 
     Raises:
         NotFound: an unknown run.
     """
-    return list_runs(env) if run is None else run_status(env, run)
+    return list_runs(env) if run is None else run_status(env, run, wait_for_git=wait_for_git)
