@@ -5,6 +5,7 @@ merged onto its new tip."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,52 @@ def test_dirty_paths_never_reports_on_a_repository_around_a_missing_worktree(tmp
     assert dirty_paths(worktree) == []
     (worktree / "new.txt").write_text("x\n")
     assert dirty_paths(worktree) == ["new.txt"]
+
+
+def wait_until_gone(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not path.exists(), f"{path} was not deleted in the background"
+
+
+def test_a_retired_worktree_is_gone_for_git_at_once_and_its_files_are_deleted_in_the_background(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n"})
+    parent = tmp_path / "worktrees"
+    parent.mkdir()
+    leftover = parent / ".removing-old-1-2"  # set aside by a process that stopped before deleting it
+    (leftover / "deep").mkdir(parents=True)
+    (leftover / "deep" / "f.txt").write_text("x\n")
+    worktree = parent / "t1"
+    git(repo, "worktree", "add", "-q", "-b", "task", str(worktree))
+    adapter = GitRepo(repo)
+    adapter.retire_worktree(worktree)
+    assert not worktree.exists()
+    assert str(worktree) not in git(repo, "worktree", "list", "--porcelain")
+    git(repo, "branch", "-D", "task")  # no longer checked out anywhere
+    for aside in [leftover, *parent.glob(".removing-t1-*")]:
+        wait_until_gone(aside)
+    git(repo, "worktree", "add", "-q", "-b", "again", str(worktree))  # the same path can be used again
+    assert (worktree / "a.txt").read_text() == "one\n"
+
+
+def test_a_locked_worktree_is_left_to_git_which_refuses(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n"})
+    worktree = tmp_path / "t1"
+    git(repo, "worktree", "add", "-q", "-b", "task", str(worktree))
+    git(repo, "worktree", "lock", str(worktree))
+    with pytest.raises(GitError, match="locked"):
+        GitRepo(repo).retire_worktree(worktree)
+    assert (worktree / "a.txt").is_file()
+
+
+def test_a_worktree_of_another_repository_is_never_retired_through_this_one(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n"})
+    other = make_repo(tmp_path / "o", {"b.txt": "two\n"})
+    worktree = tmp_path / "t1"
+    git(other, "worktree", "add", "-q", "-b", "task", str(worktree))
+    with pytest.raises(GitError):
+        GitRepo(repo).retire_worktree(worktree)
+    assert (worktree / "b.txt").is_file() and str(worktree) in git(other, "worktree", "list", "--porcelain")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -155,6 +156,9 @@ def repository_lock(common_dir: Path) -> threading.RLock:
 class _Unknown:
     """The ref files cannot answer (a symbolic or unreadable ref): ask git."""
 
+
+log = logging.getLogger("planegate.git")
+RETIRED_PREFIX = ".removing-"  # a retired worktree's directory, set aside until it is deleted
 
 _ASK_GIT = _Unknown()
 UNKNOWN = _ASK_GIT
@@ -351,6 +355,42 @@ class GitRepo:
     def remove_worktree(self, path: Path | str, *, force: bool = False) -> None:
         args = ["worktree", "remove", *(["--force"] if force else []), "--", str(path)]
         self.git(*args)
+
+    def retire_worktree(self, path: Path | str) -> None:
+        """Remove a clean worktree at once: its directory is renamed aside (``.removing-…``, deleted
+        by a background thread) and git's record of it deleted, as ``git worktree remove`` does
+        but without waiting for every file to be unlinked. The caller has checked that nothing is
+        uncommitted. A layout this does not know (a locked worktree, a record outside this
+        repository) goes through ``git worktree remove``, which may refuse."""
+        worktree = Path(path)
+        admin = self._worktree_record(worktree)
+        if admin is None:
+            self.remove_worktree(worktree)
+            return
+        aside = worktree.parent / f"{RETIRED_PREFIX}{worktree.name}-{os.getpid()}-{threading.get_ident()}"
+        worktree.rename(aside)
+        shutil.rmtree(admin)
+        _delete_in_background(worktree.parent)
+
+    def _worktree_record(self, worktree: Path) -> Path | None:
+        """The directory where git keeps a linked worktree's record (``<common>/worktrees/<id>``),
+        when the worktree's ``.git`` file names one of this repository's and it is not locked."""
+        try:
+            pointer = (worktree / ".git").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not pointer.startswith("gitdir: "):
+            return None
+        admin = (worktree / pointer.removeprefix("gitdir: ")).resolve()
+        if admin.parent != (self._common / "worktrees").resolve() or not admin.is_dir():
+            return None
+        try:
+            back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            return None
+        if (admin / "locked").exists() or back.resolve() != (worktree / ".git").resolve():
+            return None
+        return admin
 
     def prune_worktrees(self) -> None:
         self.git("worktree", "prune")
@@ -571,6 +611,33 @@ def _parse_raw_numstat(out: bytes) -> tuple[list[FileChange], list[RawChange]]:
             binary = added == "-"
             files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(deleted), binary))
     return files, changes
+
+
+_deleting: set[Path] = set()
+_deleting_lock = threading.Lock()
+
+
+def _delete_in_background(parent: Path) -> None:
+    """Delete every ``.removing-*`` directory in ``parent`` in a daemon thread: the ones just set
+    aside, and any a process that stopped before deleting them left."""
+
+    def delete() -> None:
+        with _deleting_lock:
+            try:
+                aside = sorted(p for p in parent.glob(RETIRED_PREFIX + "*") if p not in _deleting)
+            except OSError:
+                aside = []
+            _deleting.update(aside)
+        for path in aside:
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:  # left for the next retirement in this directory
+                log.warning("could not delete the worktree set aside at %s: %s", path, exc)
+            finally:
+                with _deleting_lock:
+                    _deleting.discard(path)
+
+    threading.Thread(target=delete, name="planegate-worktree-delete", daemon=True).start()
 
 
 def dirty_paths(worktree: Path | str) -> list[str]:

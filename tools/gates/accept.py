@@ -170,9 +170,9 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
     removed = False
     if not policy.retain_worktrees and row["worktree"]:
         try:
-            repo.remove_worktree(row["worktree"])
+            repo.retire_worktree(row["worktree"])  # checked clean by the gates just now
             removed = True
-        except GitError as exc:
+        except (GitError, OSError) as exc:
             note = (note + "; " if note else "") + f"worktree kept: {exc}"
     remaining = int(
         env.store.scalar(
