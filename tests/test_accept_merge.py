@@ -217,3 +217,25 @@ def test_a_worktree_of_another_repository_is_never_retired_through_this_one(tmp_
     with pytest.raises(GitError):
         GitRepo(repo).retire_worktree(worktree)
     assert (worktree / "b.txt").is_file() and str(worktree) in git(other, "worktree", "list", "--porcelain")
+
+
+def test_the_identity_is_asked_of_git_again_only_when_a_config_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(tmp_path / "r", {"a.txt": "one\n"})
+    adapter = GitRepo(repo)
+    git(repo, "config", "user.name", "First")
+    started = git_commands(monkeypatch)
+    assert adapter.identity()[0] == "First" and adapter.identity()[0] == "First"
+    assert sum(args[:1] == ["config"] for args in started) == 1
+    git(repo, "config", "user.name", "Second")
+    assert adapter.identity()[0] == "Second"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "included").write_text("[user]\n\tname = Included\n")
+    (home / "global").write_text(f"[include]\n\tpath = {home / 'included'}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "global"))
+    git(repo, "config", "--unset", "user.name")
+    before = len(started)
+    assert adapter.identity()[0] == "Included" and adapter.identity()[0] == "Included"
+    assert sum(args[:1] == ["config"] for args in started[before:]) == 2  # an include: git is asked each time

@@ -260,6 +260,7 @@ class GitRepo:
         self._files_refs = not (self._common / "reftable").exists()
         # git merge-tree --write-tree (2.38+) merges without a worktree; older git uses a scratch one.
         self.merge_in_memory = _git_version() >= (2, 38)
+        self._identity: tuple[tuple[object, ...], tuple[str, str]] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -319,13 +320,23 @@ class GitRepo:
         return status == 0
 
     def identity(self) -> tuple[str, str]:
-        """The repository's committer identity (as git resolves its config), or the documented default."""
+        """The repository's committer identity (as git resolves its config), or the documented default.
+
+        Asked of git once, then again only when a config file git reads (or a variable naming one)
+        changed; config files that include others are not followed, so with one git is asked every time."""
+        signature = _config_signature(self._common)
+        cached = self._identity
+        if signature is not None and cached is not None and cached[0] == signature:
+            return cached[1]
         status, out, _ = self._run(("config", "-z", "--get-regexp", r"^user\.(name|email)$"))
         values: dict[str, str] = {}
         for entry in out.split("\0") if status == 0 else []:
             key, _, value = entry.partition("\n")
             values[key.strip().lower()] = value  # the last value git lists is the one that applies
-        return values.get("user.name") or DEFAULT_IDENTITY[0], values.get("user.email") or DEFAULT_IDENTITY[1]
+        found = values.get("user.name") or DEFAULT_IDENTITY[0], values.get("user.email") or DEFAULT_IDENTITY[1]
+        if signature is not None:
+            self._identity = (signature, found)
+        return found
 
     def identity_env(self, author: tuple[str, str] | None = None) -> dict[str, str]:
         name, email = self.identity()
@@ -611,6 +622,33 @@ def _parse_raw_numstat(out: bytes) -> tuple[list[FileChange], list[RawChange]]:
             binary = added == "-"
             files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(deleted), binary))
     return files, changes
+
+
+def _config_signature(common: Path) -> tuple[object, ...] | None:
+    """The contents of every config file git reads for a repository and the variables that move
+    them; None when one includes other files (then only git knows what applies)."""
+    environ = os.environ
+    home = Path(environ.get("HOME", "~")).expanduser()
+    xdg = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
+    files = [common / "config", common / "config.worktree"]
+    if "GIT_CONFIG_GLOBAL" in environ:
+        files.append(Path(environ["GIT_CONFIG_GLOBAL"]))
+    else:
+        files += [home / ".gitconfig", xdg / "git/config"]
+    if not environ.get("GIT_CONFIG_NOSYSTEM"):
+        files.append(Path(environ.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig")))
+    signature: list[object] = [*sorted((k, v) for k, v in environ.items() if k.startswith("GIT_CONFIG"))]
+    for path in files:
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            text = None
+        except OSError:
+            return None
+        if text is not None and b"include" in text.lower():
+            return None
+        signature.append((str(path), text))
+    return tuple(signature)
 
 
 _deleting: set[Path] = set()
