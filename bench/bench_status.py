@@ -17,7 +17,9 @@ calls it (``wait_for_git=False``: it reads the stored facts and runs no git). Me
   took to store the new head's facts;
 - first call of a process: a fresh Python process imports the status module, opens the ledger
   and calls once (the call alone is timed; the import and the open are reported beside it);
-  interleaved with fresh processes that compute on demand (the baseline).
+  interleaved with fresh processes that compute on demand (the baseline), and with fresh
+  processes that first run the server's start-up warm-up (``status.warm_up``, which a server runs
+  in the background once ``initialize`` is answered) and then call.
 """
 
 from __future__ import annotations
@@ -62,12 +64,19 @@ opened = time.perf_counter()
 old = sys.argv[2] == "old"
 if old:
     facts.stored_head_facts = lambda env, key: None
+warmed = time.perf_counter()
+if sys.argv[2] == "warm":
+    from planegate.tools.report.status import warm_up
+    warm_up(env)
+    warmed = time.perf_counter()
+    opened = warmed
 first = get_status(env, sys.argv[1], wait_for_git=old)
 called = time.perf_counter()
 get_status(env, sys.argv[1], wait_for_git=old)
 second = time.perf_counter()
 pending = sum(1 for t in first.status.active for g in t.gates if g.reason.startswith("computing for head"))
 print(json.dumps({"import_s": imported - began, "open_s": opened - imported, "first_s": called - opened,
+                  "warm_up_s": warmed - imported if sys.argv[2] == "warm" else 0.0,
                   "second_s": second - called, "pending_gates": pending}))
 env.close()
 """
@@ -209,8 +218,9 @@ def main() -> None:
                         new_second.append(time.perf_counter() - began)
                     stored_after.append(wait_stored(env, run, len(active)) + (0.0 if baseline else first_s))
                 log(f"fresh processes: {rounds} per side, interleaved …")
-                for index in range(2 * rounds):
-                    mode = ("new", "old")[index % 2]
+                fresh["warm"] = []
+                for index in range(3 * rounds):
+                    mode = ("new", "warm", "old")[index % 3]
                     fresh[mode].append(fresh_process(run, mode))
         finally:
             env.close()
@@ -220,6 +230,7 @@ def main() -> None:
         "steady": meets(steady),
         "first_after_commit": meets(new_first),
         "first_of_process": meets(first_of_process),
+        "first_of_process_after_start_up_warm_up": meets([r["first_s"] for r in fresh["warm"]]),
     }
     median_ms = quantile(steady, 0.5) * 1000
     emit(
@@ -239,6 +250,8 @@ def main() -> None:
             "first_of_process_second_call": ms([r["second_s"] for r in fresh["new"]]),
             "first_of_process_import_and_open": ms([r["import_s"] + r["open_s"] for r in fresh["new"]]),
             "first_of_process_baseline_computing_on_demand": ms([r["first_s"] for r in fresh["old"]]),
+            "first_of_process_after_start_up_warm_up": ms([r["first_s"] for r in fresh["warm"]]),
+            "start_up_warm_up_incl_open": ms([r["warm_up_s"] for r in fresh["warm"]]),
             "worker_stored_initial_heads_s": round(initial_s, 3),
             "targets": {
                 "design": f"get_status(run) median ≤ {TARGET_MEDIAN_MS} ms",

@@ -184,17 +184,23 @@ class EnvHolder:
         """Reconcile, then run the job worker until cancelled (after ``delay_s``).
 
         Before that, in a thread, the tools are built, so the first ``tools/list`` does not wait
-        for them; the worker's first look at task heads loads the secret scanner."""
+        for them, and ``get_status`` is answered once, unseen, for the runs in progress; the
+        worker's first look at task heads loads the secret scanner."""
         await anyio.sleep(delay_s)
         from planegate.store import StoreBusy
         from planegate.tools.errors import PlanegateError
         from planegate.tools.execution.jobs import Worker
         from planegate.tools.execution.reconcile import reconcile
+        from planegate.tools.report.status import warm_up
 
         if self.tools is not None:
             await anyio.to_thread.run_sync(self.tools.ready)
         env = await anyio.to_thread.run_sync(self.get)
         worker_env = env.as_actor("planegate:worker")
+        try:  # so the first get_status a client sends is not the first of this process
+            await anyio.to_thread.run_sync(warm_up, worker_env)
+        except (PlanegateError, StoreBusy) as exc:
+            logging.getLogger("planegate").info("get_status not warmed up at start-up: %s", exc)
         try:
             await anyio.to_thread.run_sync(reconcile, worker_env)
         except (PlanegateError, StoreBusy) as exc:  # the server must come up even if one repository is gone

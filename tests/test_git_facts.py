@@ -24,6 +24,7 @@ from planegate.tools.gates.facts import GIT_GATES, refresh_moved_heads
 from planegate.tools.gates.gates import GatesUnmet
 from planegate.tools.gitrepo import RefReader
 from planegate.tools.models import StatusResult
+from planegate.tools.report import status as status_module
 from planegate.tools.report.status import get_status
 from tests.execution import MUL, MUL_TEST, calc_repo, drain, finish_calc, open_env, planned_run, write
 from tests.helpers import commit_all, git, make_repo
@@ -224,3 +225,25 @@ def test_branch_tips_are_read_from_ref_files_of_repositories_and_worktrees(tmp_p
     assert RefReader(worktree).branch_sha("side") == side == RefReader(repo).branch_sha("side")
     assert RefReader(tmp_path / "not-a-repo").branch_sha("main") is not None  # unknown: ask git
     assert not isinstance(RefReader(tmp_path / "not-a-repo").branch_sha("main"), str)
+
+
+def test_the_start_up_warm_up_answers_get_status_for_runs_in_progress_without_git(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from planegate.tools.report.status import warm_up
+
+    run = planned_run(env, calc_repo(tmp_path / "calc", max_parallel=1))
+    finish_calc(env, run)
+    seen: list[tuple[str | None, bool]] = []
+    real = status_module.get_status
+
+    def recording(env: Env, run: str | None = None, *, wait_for_git: bool = True) -> StatusResult:
+        seen.append((run, wait_for_git))
+        return real(env, run, wait_for_git=wait_for_git)
+
+    monkeypatch.setattr(status_module, "get_status", recording)
+    count = GitCount(monkeypatch)
+    before = env.store.event_count()
+    assert warm_up(env) == 1
+    assert seen == [(run, False), (None, True)] and count.started == []
+    assert env.store.event_count() == before and stored_rows(env) == 0  # nothing written

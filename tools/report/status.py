@@ -122,3 +122,21 @@ def get_status(env: Env, run: str | None = None, *, wait_for_git: bool = True) -
         NotFound: an unknown run.
     """
     return list_runs(env) if run is None else run_status(env, run, wait_for_git=wait_for_git)
+
+
+WARM_RUNS = 3
+
+
+def warm_up(env: Env) -> int:
+    """Answer ``get_status`` once, unseen, for the newest runs in progress (at most ``WARM_RUNS``),
+    as a server does in the background after start-up: the first call a client makes then finds
+    the modules loaded, the ledger's pages read and the scope patterns compiled. Runs no git.
+    Returns how many runs it looked at."""
+    rows = env.store.rows(
+        "SELECT id FROM runs WHERE stage NOT IN ('accepted', 'abandoned') ORDER BY created_at DESC LIMIT ?",
+        (WARM_RUNS,),
+    )
+    for row in rows:
+        get_status(env, row["id"], wait_for_git=False)
+    get_status(env)
+    return len(rows)
