@@ -391,14 +391,17 @@ def _end_recorded(env: Env, row: dict[str, Any], by: str, actor: str) -> GroupEn
 
 
 _OPEN = (
-    "SELECT p.*, j.run_id, j.task_id, j.status, j.attempts, j.owner_host_key, j.owner_pid, j.owner_pid_start"
+    "SELECT p.*, j.run_id, j.task_id, j.status, j.attempts, j.owner_host_key, j.owner_pid, j.owner_pid_start,"
+    " j.finished_at"
     " FROM job_processes p JOIN jobs j ON j.id = p.job_id WHERE p.ended_at IS NULL"
 )
 
 
-# Jobs whose cancel_job is under way in this process: between its write and its ending of the
-# processes, a sweep here (the start-up reconcile, the worker's) would end them as stale first.
-_cancelling: set[int] = set()
+# A job cancelled this recently keeps its processes for the canceller, which ends them right
+# after recording the cancel (and records them as ended by the cancel): between the two, a sweep
+# (the start-up reconcile, a worker's, on any process of the host) would end them as stale first.
+# If the canceller stopped in between, the first sweep after this ends them.
+CANCEL_GRACE_S = 5.0
 
 
 def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[GroupEnd]:
@@ -408,8 +411,9 @@ def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[Group
     if here is None:
         return []
     ended = []
+    recently = now_iso(-CANCEL_GRACE_S)
     for row in env.store.rows(_OPEN + " AND p.host_key = ? ORDER BY p.id", (here,)):
-        if row["job_id"] in _cancelling:  # this process's cancel_job ends them and records it as a cancel
+        if row["status"] == "cancelled" and (row["finished_at"] or "") > recently:
             continue
         current = row["status"] == "running" and row["attempt"] == row["attempts"]
         if current and not owner_dead(row, here):
@@ -563,14 +567,6 @@ def cancel_job(env: Env, job_id: int, reason: str) -> CancelJobResult:
     if not reason:
         raise InvalidInput("reason is empty; say why the job is cancelled (it is recorded)")
     row = job_row(env, job_id)
-    _cancelling.add(job_id)
-    try:
-        return _cancel(env, job_id, row, reason)
-    finally:
-        _cancelling.discard(job_id)
-
-
-def _cancel(env: Env, job_id: int, row: dict[str, Any], reason: str) -> CancelJobResult:
     with env.write() as w:
         row = w.one("SELECT * FROM jobs WHERE id = ?", (job_id,)) or row
         was = row["status"]
