@@ -347,8 +347,8 @@ def tell_human(ask: Annotated[ApprovalAsk | None, Resolve(approval_ask)]) -> Eli
 def build_server(settings: Settings | None = None, *, worker_delay_s: float | None = None) -> MCPServer:
     """The planegate MCP server.
 
-    Its job worker starts once the server has answered its first message (``initialize``), so
-    that answer never shares the CPU with the worker's start, or ``WORKER_START_S`` after the
+    Its job worker starts ``ANSWER_GRACE_S`` after the server has answered its first message
+    (``initialize``), so that answer never shares the CPU with the worker's start, or ``WORKER_START_S`` after the
     server is up if no message comes; ``worker_delay_s`` fixes the delay instead.
     """
     holder = EnvHolder(settings)
