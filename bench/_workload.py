@@ -12,10 +12,13 @@ and these generators; a cached file is copied into the scratch home and verified
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
 import sqlite3
+import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ from planegate.tools.env import Env
 from planegate.tools.models import GraphResult, Module, Requirement, TaskSpec
 
 SEED = 20240607
-LEDGER_DATA_VERSION = "1"
+LEDGER_DATA_VERSION = "2"  # 2: active tasks have branches with real commits
 ACTIVE_TASKS = 8
 
 
@@ -122,20 +125,28 @@ def planned_run(env: Env, repo: Path, sizes: Sizes) -> tuple[str, GraphResult]:
 
 
 def start_tasks(env: Env, run: str, count: int) -> list[str]:
-    """Put the first ``count`` ready tasks in progress with a lease, as a dispatch would.
+    """Put the first ``count`` ready tasks in progress with a lease, as a dispatch would, each with
+    a branch holding one real commit (its scope file) on the run's base.
 
     The run moves to ``executing``; every change carries its event so ``ledger verify`` agrees.
     """
     started: list[str] = []
+    run_row = env.run_row(run)
+    repo = Path(run_row["repo"])
     with env.write() as w:
-        run_row = env.run_row(run)
         set_stage(w, run_row, "executing", "bench.run_executing")
-        rows = w.rows("SELECT id FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT ?", (run, count))
+        rows = w.rows(
+            "SELECT id, scope FROM tasks WHERE run_id = ? AND status = 'ready' ORDER BY seq LIMIT ?", (run, count)
+        )
         for row in rows:
             task = row["id"]
+            branch = f"planegate/{run}/{task}"
+            path = json.loads(row["scope"])[0]
+            commit_files(repo, branch, run_row["base_sha"], {path: task_file(task, 1)}, f"{task}: first part")
             changes = {
                 "status": "in_progress",
-                "branch": f"planegate/{run}/{task}",
+                "branch": branch,
+                "base_sha": run_row["base_sha"],
                 "worktree": str(env.settings.worktrees / run / task),
                 "lease_owner": "bench:1",
                 "lease_expires": now_iso(10 * 365 * 86400),
@@ -146,6 +157,36 @@ def start_tasks(env: Env, run: str, count: int) -> list[str]:
                 w.event("bench.task_started", run=run, task=task, **{"from": "ready", "to": "in_progress"})
                 started.append(task)
     return started
+
+
+def task_file(task: str, version: int) -> str:
+    """The content of a task's scope file at its ``version``-th commit."""
+    lines = [f'"""Part of {task}, version {version}."""', ""]
+    for n in range(version * 5):
+        lines += ["", f"def step_{n}(value):", f"    return value + {n}", ""]
+    return "\n".join(lines)
+
+
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], input=stdin, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+def commit_files(repo: Path, branch: str, parent: str, files: dict[str, str], message: str) -> str:
+    """One commit on ``parent`` holding ``files``, made without a checkout (a scratch index), and
+    ``branch`` moved to it; its sha."""
+    with tempfile.TemporaryDirectory(prefix="planegate-bench-index-") as scratch_dir:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch_dir) / "index")}
+        _git(repo, "read-tree", parent, env=env)
+        for path, text in files.items():
+            blob = _git(repo, "hash-object", "-w", "--stdin", stdin=text)
+            _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = _git(repo, "write-tree", env=env)
+    sha = _git(repo, "commit-tree", tree, "-p", parent, "-m", message)
+    _git(repo, "update-ref", f"refs/heads/{branch}", sha)
+    return sha
 
 
 def fill_events(store: Store, run: str, task_ids: list[str], total: int, batch: int = 50_000) -> None:
@@ -282,3 +323,15 @@ def big_ledger(sizes: Sizes, root: Path) -> Ledger:
     partial.replace(cached)
     log(f"cached the ledger at {cached}")
     return Ledger(target, run, sizes.events, sizes.tasks, False, build_s, verify_s)
+
+
+def private_repo(env: Env, run: str, root: Path) -> Path:
+    """Point ``run`` at a copy of its repository under ``root``, so a bench may commit to its task
+    branches without changing the cached repository other benches read. The run row is rewritten
+    through ``Store.write()``, so its new value is vouched for like any other write."""
+    source = Path(env.run_row(run)["repo"])
+    target = root / "repo"
+    shutil.copytree(source, target, symlinks=True)
+    with env.write("user:bench") as w:
+        w.execute("UPDATE runs SET repo = ? WHERE id = ?", (str(target), run))
+    return target

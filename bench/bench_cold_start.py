@@ -1,6 +1,6 @@
 """Cold start of ``planegate serve`` (stdio) to its ``initialize`` answer, against ``mcp-server-git``.
 
-DESIGN §8: ≤ 1.1× the reference measured in the same run. For each server: spawn the process,
+DESIGN §8: ≤ 1.1× the reference measured in the same run; issue 11 §5: ≤ 1.0×. For each server: spawn the process,
 write one ``initialize`` line to its stdin at once, time until the answer line arrives on its
 stdout, kill it. The two servers alternate, after one untimed start each to warm the page cache.
 The reference is installed into a cached venv (``~/.cache/planegate-bench/mcp-server-git``) the
@@ -35,7 +35,8 @@ from _common import (
     serve_argv,
 )
 
-TARGET_RATIO = 1.1
+TARGET_RATIO = 1.1  # DESIGN §8
+TARGET_RATIO_ISSUE_11 = 1.0  # issue 11 §5: at the floor
 TIMEOUT_S = 60.0
 REFERENCE = "mcp-server-git"
 REFERENCE_VENV = CACHE_DIR / REFERENCE
@@ -220,8 +221,12 @@ def main() -> None:
                 "total_self_ms": round(sum(i.self_us for i in reference_imports) / 1000, 1),
                 "top_packages_self": top_packages(reference_imports),
             },
-            "target": f"planegate median ≤ {TARGET_RATIO}× the reference median",
-            "meets_target": ratio <= TARGET_RATIO,
+            "targets": {
+                "design": f"planegate median ≤ {TARGET_RATIO}× the reference median",
+                "issue_11": f"planegate median ≤ {TARGET_RATIO_ISSUE_11}× the reference median",
+            },
+            "meets_each": {"design": ratio <= TARGET_RATIO, "issue_11": ratio <= TARGET_RATIO_ISSUE_11},
+            "meets_target": ratio <= TARGET_RATIO_ISSUE_11,
         }
     )
 

@@ -20,15 +20,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
 import anyio
 import anyio.to_thread
 from mcp.server.apps import APP_MIME_TYPE, Apps
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer, Resolve
+from mcp.server.mcpserver import server as sdk_server
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.resources import FunctionResource, ResourceTemplate
-from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.tools import Tool, ToolManager
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, InputRequiredResult, Result, ToolAnnotations
@@ -36,35 +37,71 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from planegate.tools.config import Settings
 from planegate.tools.errors import DISPOSITIONS
-from planegate.tools.models import (
-    AbandonResult,
-    AcceptResult,
-    AcceptRunResult,
-    AmendResult,
-    CancelJobResult,
-    CancelResult,
-    ChecksResult,
-    Decision,
-    DispatchResult,
-    EvidenceResult,
-    FreezeResult,
-    GraphResult,
-    JobResult,
-    Module,
-    PublishResult,
-    Reported,
-    Requirement,
-    ReviewRequestResult,
-    ReviewResult,
-    StartRunResult,
-    StatusResult,
-    TaskSpec,
-)
 
 from . import __version__, tasks
 from .errors import Refusal, refusal_for, refusal_result, screen_arguments
 from .render import reply
 from .schema import compact_schema, described_elsewhere
+
+if TYPE_CHECKING:
+    from planegate.tools.models import (
+        AbandonResult,
+        AcceptResult,
+        AcceptRunResult,
+        AmendResult,
+        CancelJobResult,
+        CancelResult,
+        ChecksResult,
+        Decision,
+        DispatchResult,
+        EvidenceResult,
+        FreezeResult,
+        GraphResult,
+        JobResult,
+        Module,
+        PublishResult,
+        Reported,
+        Requirement,
+        ReviewRequestResult,
+        ReviewResult,
+        StartRunResult,
+        StatusResult,
+        TaskSpec,
+    )
+
+# The models the tools' annotations name. They are imported when the tools are built (the
+# annotations are strings until then), not at start-up: ~20-35 ms that initialize does not need.
+TOOL_MODELS = (
+    "AbandonResult",
+    "AcceptResult",
+    "AcceptRunResult",
+    "AmendResult",
+    "CancelJobResult",
+    "CancelResult",
+    "ChecksResult",
+    "Decision",
+    "DispatchResult",
+    "EvidenceResult",
+    "FreezeResult",
+    "GraphResult",
+    "JobResult",
+    "Module",
+    "PublishResult",
+    "Reported",
+    "Requirement",
+    "ReviewRequestResult",
+    "ReviewResult",
+    "StartRunResult",
+    "StatusResult",
+    "TaskSpec",
+)
+
+
+def load_tool_models() -> None:
+    from planegate.tools import models
+
+    globals().update({name: getattr(models, name) for name in TOOL_MODELS})
+
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -195,12 +232,57 @@ def _tool(
     )
 
 
+# Without a client message, the worker starts this long after the server is up (a restarted
+# server reclaims its predecessor's jobs even when no client has connected yet).
+WORKER_START_S = 0.25
+# The SDK writes the answer to initialize after the middleware returns, through its writer task;
+# the tools' build and the worker's start (CPU-bound threads) begin this long after, so the answer
+# reaches the client first. Starting them at once made the answer ~20 % slower on a busy machine.
+ANSWER_GRACE_S = 0.1
 TOOL_WAIT_S = float(os.environ.get("PLANEGATE_TOOL_WAIT_S", "45"))
 # Refusals are outcomes the model reads in the tool result; logging each at INFO is noise.
 LOG_LEVEL: Any = os.environ.get("PLANEGATE_LOG_LEVEL", "WARNING").upper()
 
 
 WORKER_RETRY_S = (1.0, 60.0)  # first and longest wait before the worker tries an unusable ledger again
+
+
+def plain_logging(level: Any = "INFO") -> None:
+    """The SDK's logging set-up without ``rich``: importing rich for its handler is ~30 ms of every
+    start, for log lines that go to a client's log file anyway."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class LazyTools(ToolManager):
+    """The tools, built on first use rather than at start-up.
+
+    Building them (argument models, JSON schemas) is the largest part of ``build_server``;
+    ``initialize`` needs none of it, and the worker's start builds them in the background.
+    """
+
+    def __init__(self, build: Callable[[], list[Tool]]) -> None:
+        super().__init__()
+        self._build: Callable[[], list[Tool]] | None = build
+        self._build_lock = threading.Lock()
+
+    def ready(self) -> None:
+        if self._build is None:
+            return
+        with self._build_lock:
+            if self._build is not None:
+                for built in self._build():
+                    self._tools[built.name] = built
+                self._build = None
+
+    def get_tool(self, name: str) -> Tool | None:
+        self.ready()
+        return super().get_tool(name)
+
+    def list_tools(self) -> list[Tool]:
+        self.ready()
+        return super().list_tools()
 
 
 class EnvHolder:
@@ -217,6 +299,8 @@ class EnvHolder:
         self._env: Any = None
         self._lock = threading.Lock()
         self.worker: Any = None
+        self.tools: LazyTools | None = None
+        self.answered: anyio.Event | None = None  # set once the server has answered a message
 
     def get(self) -> Any:
         with self._lock:
@@ -236,22 +320,32 @@ class EnvHolder:
             self.worker.wake()
 
     async def run_worker(self, delay_s: float) -> None:
-        """Reconcile, then run the job worker until cancelled (after ``delay_s``, so start-up stays fast).
+        """Reconcile, then run the job worker until cancelled (after ``delay_s``).
 
-        Nothing here may end the server: a ledger it cannot use, or a failure of the worker itself,
-        is logged and tried again later."""
+        Before that, in a thread, the tools are built, so the first ``tools/list`` does not wait
+        for them, and ``get_status`` is answered once, unseen, for the runs in progress; the
+        worker's first look at task heads loads the secret scanner. Nothing here may end the
+        server: a ledger it cannot use, or a failure of the worker itself, is logged and tried
+        again later."""
         await anyio.sleep(delay_s)
         from planegate.store import StoreError, record_incident
         from planegate.tools.errors import PlanegateError
         from planegate.tools.execution.jobs import Worker
         from planegate.tools.execution.reconcile import reconcile
+        from planegate.tools.report.status import warm_up
 
+        if self.tools is not None:
+            await anyio.to_thread.run_sync(self.tools.ready)
         log = logging.getLogger("planegate")
         wait_s, last_said = WORKER_RETRY_S[0], ""
         while True:
             try:
                 env = await anyio.to_thread.run_sync(self.get)
                 worker_env = env.as_actor("planegate:worker")
+                try:  # so the first get_status a client sends is not the first of this process
+                    await anyio.to_thread.run_sync(warm_up, worker_env)
+                except (PlanegateError, StoreError) as exc:
+                    log.info("get_status not warmed up at start-up: %s", exc)
                 try:
                     await anyio.to_thread.run_sync(reconcile, worker_env)
                 except (PlanegateError, StoreError) as exc:  # the server must come up even if one repository is gone
@@ -407,7 +501,7 @@ def run_view_page(env: Any) -> str:
     from planegate.tools.report.view import newest_run, run_view, view_page
 
     run = newest_run(env)
-    return view_page(run_view(env, run) if run else None, mode="app")
+    return view_page(run_view(env, run, wait_for_git=False) if run else None, mode="app")
 
 
 class ArtifactTemplate(ResourceTemplate):
@@ -492,21 +586,45 @@ def task_finishers() -> dict[str, tasks.Finisher]:
     }
 
 
-def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.0) -> MCPServer:
-    """The planegate MCP server; its job worker starts ``worker_delay_s`` after the server does."""
+def build_server(settings: Settings | None = None, *, worker_delay_s: float | None = None) -> MCPServer:
+    """The planegate MCP server.
+
+    Its job worker starts ``ANSWER_GRACE_S`` after the server has answered its first message
+    (``initialize``), so that answer never shares the CPU with the worker's start, or
+    ``WORKER_START_S`` after the server is up if no message comes; ``worker_delay_s`` fixes the
+    delay instead.
+    """
     holder = EnvHolder(settings)
+
+    async def first_answer(ctx: Any, call_next: Any) -> Any:
+        try:
+            return await call_next(ctx)
+        finally:
+            if holder.answered is not None:
+                holder.answered.set()
+
+    async def start_worker() -> None:
+        if worker_delay_s is None:
+            assert holder.answered is not None
+            with anyio.move_on_after(WORKER_START_S):
+                await holder.answered.wait()
+            await anyio.sleep(ANSWER_GRACE_S)
+            await holder.run_worker(0)
+        else:
+            await holder.run_worker(worker_delay_s)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        holder.answered = anyio.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(holder.run_worker, worker_delay_s)
+            group.start_soon(start_worker)
             try:
                 yield
             finally:
                 group.cancel_scope.cancel()
         holder.close()
 
-    tools: list[Tool] = []
+    declared: list[tuple[Callable[..., Any], ToolAnnotations, dict[str, str] | None]] = []
 
     def tool(
         read_only: bool = False,
@@ -516,7 +634,16 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         described_in: dict[str, str] | None = None,
     ) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            built = StrictTool.from_function(fn, annotations=_tool(read_only, destructive, idempotent, open_world))
+            declared.append((fn, _tool(read_only, destructive, idempotent, open_world), described_in))
+            return fn
+
+        return register
+
+    def build_tools() -> list[Tool]:
+        load_tool_models()
+        tools: list[Tool] = []
+        for fn, hints, described_in in declared:
+            built = StrictTool.from_function(fn, annotations=hints)
             built.description = " ".join(built.description.split())  # a docstring's indentation is not content
             parameters = built.parameters
             if described_in:
@@ -527,15 +654,16 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             if built.name == "get_status":
                 built.meta = {"ui": {"resourceUri": RUN_VIEW_URI}}
             tools.append(built)
-            return fn
-
-        return register
+        return tools
 
     def env(ctx: Context | None = None) -> Any:
         return holder.get().as_actor(actor_of(ctx))
 
     def render(name: str, result: BaseModel) -> CallToolResult:
-        converted = next(t for t in tools if t.name == name).fn_metadata.convert_result(result)
+        assert holder.tools is not None
+        built = holder.tools.get_tool(name)
+        assert built is not None, name
+        converted = built.fn_metadata.convert_result(result)
         assert isinstance(converted, CallToolResult)
         return converted
 
@@ -598,7 +726,8 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         """Runs newest first; or one run's stage, tasks, blockers, evidence, gates, risks and the next action."""
         from planegate.tools.report.status import get_status as status
 
-        return call(status, env(ctx), run, include_abandoned)
+        # Never waits for git: this process's worker computes each head's git facts when it moves.
+        return call(status, env(ctx), run, include_abandoned, wait_for_git=False)
 
     @tool()
     def dispatch_task(
@@ -809,16 +938,23 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
             fn=lambda: run_view_page(holder.get()),
         )
     )
-    server: MCPServer = MCPServer(
-        "planegate",
-        title="planegate",
-        version=__version__,
-        instructions=INSTRUCTIONS,
-        lifespan=lifespan,
-        tools=tools,
-        log_level=LOG_LEVEL,
-        extensions=[task_ext, apps],
-    )
+    sdk_logging = sdk_server.configure_logging
+    sdk_server.configure_logging = plain_logging
+    try:
+        server: MCPServer = MCPServer(
+            "planegate",
+            title="planegate",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            lifespan=lifespan,
+            log_level=LOG_LEVEL,
+            extensions=[task_ext, apps],
+        )
+    finally:
+        sdk_server.configure_logging = sdk_logging
+    holder.tools = LazyTools(build_tools)
+    server._tool_manager = holder.tools  # the SDK takes built tools only; these are built on first use
+    server.middleware.append(first_answer)
     server.env_holder = holder  # type: ignore[attr-defined]
 
     artifacts = ArtifactTemplate.from_function(
@@ -849,7 +985,7 @@ def build_server(settings: Settings | None = None, *, worker_delay_s: float = 1.
         from planegate.tools.report.view import run_view
 
         try:
-            return json.dumps(run_view(holder.get(), run), separators=(",", ":"))
+            return json.dumps(run_view(holder.get(), run, wait_for_git=False), separators=(",", ":"))
         except PlanegateError as exc:
             raise ResourceError(str(exc)) from exc
 

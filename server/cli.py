@@ -941,19 +941,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises: spare it the imports below
+    if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises
         return cmd_hook_stop(args)
-    from planegate.store import StoreError
-    from planegate.tools.errors import PlanegateError
-
     try:
         return int(args.fn(args))
-    except (PlanegateError, StoreError, OSError) as exc:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _readable(exc):
+            raise
         sub = getattr(args, f"{args.command}_command", None)
         print(f"planegate {args.command}{' ' + sub if sub else ''}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+
+
+def _readable(exc: Exception) -> bool:
+    """planegate's own errors (and the ledger's and the OS's), reported as one line. Imported only
+    when one was raised, so commands such as ``serve`` do not pay for the ledger's modules before
+    they need them."""
+    from planegate.store import StoreError
+    from planegate.tools.errors import PlanegateError
+
+    return isinstance(exc, PlanegateError | StoreError | OSError)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
-from planegate.store import StoreError, record_incident
 from planegate.tools.errors import DISPOSITIONS, Disposition, PlanegateError, disposition_of
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -242,6 +241,8 @@ def refusal_for(
     tool: str, exc: Exception, schema: Mapping[str, Any], store: Any, actor: str, arguments: Mapping[str, Any]
 ) -> Refusal:
     """What the caller of ``tool`` reads about ``exc``."""
+    from planegate.store import StoreError, record_incident  # the ledger's modules load on first use
+
     original = _unwrap(exc)
     if isinstance(original, Refusal):
         return original

@@ -13,12 +13,13 @@ second, pretty-printed copy of a big result.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel
 
-from planegate.tools.models import Link, StatusResult, link_details
+if TYPE_CHECKING:
+    from planegate.tools.models import Link, StatusResult
 
 JSON_IN_TEXT = 1_000
 """Compact JSON of a result up to this many bytes is appended to the text; a bigger one is not."""
@@ -112,6 +113,8 @@ def _generic_lines(result: BaseModel) -> list[str]:
 
 def summary(tool: str, result: BaseModel) -> str:
     """A few lines on what the call did or found, and the next step."""
+    from planegate.tools.models import StatusResult
+
     lines = _status_lines(result) if isinstance(result, StatusResult) else _generic_lines(result)
     workers = getattr(result, "workers", None)
     if workers:
@@ -130,6 +133,8 @@ def resource_link(link: Link) -> ResourceLink:
 
 def reply(tool: str, result: BaseModel, structured: dict[str, Any]) -> CallToolResult:
     """The ``CallToolResult`` for ``result`` (already validated and dumped as ``structured``)."""
+    from planegate.tools.models import link_details
+
     text = summary(tool, result)
     size = len(result.model_dump_json())  # the serializer's own pass: cheap even for a big status
     compact = _compact(_drop_empty(structured)) if size <= 2 * JSON_IN_TEXT else None

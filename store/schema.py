@@ -518,6 +518,28 @@ def m012_operations(db: Database) -> None:
     )
 
 
+@migrations()
+def m013_git_facts(db: Database) -> None:
+    """Git facts of task heads (diffstat, merge check, secret scan, symlinks, harness changes),
+    computed once per head by a worker so ``get_status`` never runs git. Derived and not vouched:
+    shown only; acceptance computes its facts from git itself."""
+    db.executescript(
+        """
+        CREATE TABLE git_facts (
+            repo TEXT NOT NULL,
+            base TEXT NOT NULL,
+            head TEXT NOT NULL,
+            integration TEXT NOT NULL,
+            harness TEXT NOT NULL,
+            facts TEXT NOT NULL,
+            computed_at TEXT NOT NULL,
+            PRIMARY KEY (repo, base, head, integration, harness)
+        ) WITHOUT ROWID;
+        CREATE INDEX git_facts_by_age ON git_facts (computed_at);
+        """
+    )
+
+
 def migrate(db: Database, *, stop_before: str | None = None) -> None:
     """Apply pending migrations (the caller holds the write lock)."""
     migrations.apply(db, stop_before=stop_before)

@@ -319,7 +319,7 @@ def test_attach_advice_names_the_chrome_136_route(tmp_path: Path) -> None:
 def test_launch_browser_serves_devtools_on_the_given_port_and_refuses_a_taken_one(tmp_path: Path) -> None:
     require_chromium()
     port = free_port()
-    browser = launch_browser(tmp_path / "profile", executable=CHROMIUM, port=port, headless=True)
+    browser = launch_browser(tmp_path / "profile", executable=CHROMIUM, port=port, headless=True, timeout=90)
     try:
         assert browser.endpoint.url == f"http://127.0.0.1:{port}"
         assert browser.endpoint.browser.startswith("Chrome/")

@@ -350,9 +350,11 @@ def test_reconcile_removes_clean_orphan_worktrees_and_keeps_dirty_ones(tmp_path:
     git(repo, "worktree", "add", "-q", "-b", "g1", str(clean))
     git(repo, "worktree", "add", "-q", "-b", "g2", str(dirty))
     write(dirty, {"unsaved.txt": "work in progress\n"})
+    retired = env.settings.worktrees / run / ".removing-calc-1-2"  # accept_task's process stopped before deleting it
+    write(retired, {"src/calc.py": "x = 1\n"})
     report = reconcile(env)
     assert report.removed_orphans == [str(clean)] and report.kept_orphans == [str(dirty)]
-    assert not clean.exists() and (dirty / "unsaved.txt").exists()
+    assert not clean.exists() and (dirty / "unsaved.txt").exists() and not retired.exists()
     assert git(repo, "rev-parse", "--verify", "g1")  # branches are never deleted
     status = get_status(env, run).status
     assert status is not None and any("uncommitted work" in r for r in status.risks)

@@ -490,3 +490,46 @@ def test_a_worker_elsewhere_learns_of_a_cancel_at_its_next_heartbeat_and_stops(l
         assert job_of(env, job)["status"] == "cancelled"
     finally:
         env.close()
+
+
+def test_a_just_cancelled_job_s_processes_are_left_to_its_canceller_then_swept(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between cancel_job's write and its ending of the processes, a sweep (any worker of the host)
+    leaves them alone, so the end is recorded as the cancel; a canceller that stopped there is
+    covered by the first sweep after ``CANCEL_GRACE_S``."""
+    from planegate.tools.execution import jobs
+    from planegate.tools.execution.procs import host_key, process_start
+
+    repo = effect_repo(lab, tmp_path / "calc", check=lab.argv())
+    env = open_env(lab.home)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        run = planned_run(env, repo)
+        job = queue_checks(env, run)
+        with env.write() as w:
+            w.insert(
+                "job_processes",
+                {
+                    "job_id": job,
+                    "attempt": 1,
+                    "host": "here",
+                    "host_key": host_key(),
+                    "pgid": sleeper.pid,
+                    "pid_start": process_start(sleeper.pid),
+                    "command": "sleep",
+                    "started_at": w.at,
+                },
+            )
+            cancel_jobs(w, run, "calc", "cancelled: not needed")  # the canceller stops here
+        assert jobs.end_stale_processes(env) == [] and alive(sleeper.pid)
+        monkeypatch.setattr(jobs, "CANCEL_GRACE_S", 0.0)
+        time.sleep(0.01)
+        ended = jobs.end_stale_processes(env)
+        assert [e.outcome for e in ended] == ["terminated"] and sleeper.wait(timeout=10) is not None
+        assert [e["payload"]["by"] for e in events_of(env, job) if e["kind"] == "job.process_ended"] == ["sweep"]
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(sleeper.pid, signal.SIGKILL)
+        sleeper.wait(timeout=10)
+        env.close()

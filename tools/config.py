@@ -10,10 +10,12 @@ import getpass
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planegate.store import Store
+if TYPE_CHECKING:  # the ledger's modules load when a store is opened, not when settings are read
+    from planegate.store import Store
 
 
 def planegate_home() -> Path:
@@ -77,4 +79,6 @@ class Settings(BaseModel):
         return self.home / "browser"
 
     def open_store(self) -> Store:
+        from planegate.store import Store
+
         return Store(self.ledger_path, actor=self.actor)

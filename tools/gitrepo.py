@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,13 +71,15 @@ class FileChange:
 
 @dataclass(frozen=True)
 class DiffFacts:
-    """What a task changed between two commits."""
+    """What a task changed between two commits: line counts, the unified diff, and every path's
+    modes and blob ids (``raw``; ``120000`` is a symlink)."""
 
     base: str
     head: str
     files: list[FileChange]
     text: str
     sha256: str
+    raw: list[RawChange] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -84,9 +88,15 @@ class DiffFacts:
 
 @dataclass(frozen=True)
 class MergeResult:
+    """A merge (``sha``: the merge commit) or a merge check of ``source`` onto ``target``; a clean
+    check with git's in-memory merge carries the merged ``tree``, which the merge itself reuses."""
+
     ok: bool
     sha: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    tree: str | None = None
+    target: str | None = None
+    source: str | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,7 +157,77 @@ class _Unknown:
     """The ref files cannot answer (a symbolic or unreadable ref): ask git."""
 
 
+log = logging.getLogger("planegate.git")
+RETIRED_PREFIX = ".removing-"  # a retired worktree's directory, set aside until it is deleted
+
 _ASK_GIT = _Unknown()
+UNKNOWN = _ASK_GIT
+
+
+def _read_ref(common: Path, ref: str) -> str | _Unknown | None:
+    """A ref's sha from the loose ref file, then ``packed-refs``; ``_ASK_GIT`` when the files cannot tell."""
+    try:
+        loose: bytes | None = (common / ref).read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        loose = None
+    except OSError:
+        return _ASK_GIT
+    if loose is not None:
+        sha = loose.strip()
+        return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
+    try:
+        packed = (common / "packed-refs").read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _ASK_GIT
+    needle = b" " + ref.encode()
+    at = packed.find(needle + b"\n")
+    if at < 0 and packed.endswith(needle):
+        at = len(packed) - len(needle)
+    if at < 0:
+        return None
+    sha = packed[packed.rfind(b"\n", 0, at) + 1 : at]
+    return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
+
+
+class RefReader:
+    """Branch tips of one repository read from its ref files, with no git process and no check
+    that the path is a repository (``GitRepo`` does that): for callers that must not wait for
+    git, such as ``get_status``. ``branch_sha`` answers ``UNKNOWN`` when the files cannot tell (a
+    worktree layout it does not know, a reftable, a symbolic or unusual ref): then ask ``GitRepo``.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.common = _common_dir(Path(root))
+
+    def branch_sha(self, branch: str) -> str | _Unknown | None:
+        if self.common is None or not _PLAIN_BRANCH.fullmatch(branch) or ".." in branch:
+            return UNKNOWN
+        return _read_ref(self.common, f"refs/heads/{branch}")
+
+
+def _common_dir(root: Path) -> Path | None:
+    """The common git directory of the repository whose top level is ``root``, found as git finds
+    it (a ``.git`` directory, or a ``.git`` file naming the git dir, whose ``commondir`` file
+    names the common one); None when that is not how it is laid out, or refs live in a reftable."""
+    dot_git = root / ".git"
+    try:
+        if dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            pointer = dot_git.read_text(encoding="utf-8").strip()
+            if not pointer.startswith("gitdir: "):
+                return None
+            git_dir = root / pointer.removeprefix("gitdir: ").strip()
+        commondir = git_dir / "commondir"
+        common = git_dir / commondir.read_text(encoding="utf-8").strip() if commondir.is_file() else git_dir
+        common = common.resolve()
+    except (OSError, ValueError):
+        return None
+    if (common / "reftable").exists() or not (common / "HEAD").is_file():
+        return None
+    return common
 
 
 class GitRepo:
@@ -180,6 +260,7 @@ class GitRepo:
         self._files_refs = not (self._common / "reftable").exists()
         # git merge-tree --write-tree (2.38+) merges without a worktree; older git uses a scratch one.
         self.merge_in_memory = _git_version() >= (2, 38)
+        self._identity: tuple[tuple[object, ...], tuple[str, str]] | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -224,29 +305,7 @@ class GitRepo:
         return out.strip() if status == 0 and out.strip() else None
 
     def _read_ref_files(self, ref: str) -> str | _Unknown | None:
-        try:
-            loose: bytes | None = (self._common / ref).read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            loose = None
-        except OSError:
-            return _ASK_GIT
-        if loose is not None:
-            sha = loose.strip()
-            return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
-        try:
-            packed = (self._common / "packed-refs").read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return _ASK_GIT
-        needle = b" " + ref.encode()
-        at = packed.find(needle + b"\n")
-        if at < 0 and packed.endswith(needle):
-            at = len(packed) - len(needle)
-        if at < 0:
-            return None
-        sha = packed[packed.rfind(b"\n", 0, at) + 1 : at]
-        return sha.decode() if _SHA.fullmatch(sha) else _ASK_GIT
+        return _read_ref(self._common, ref)
 
     def has_commits(self) -> bool:
         return self.rev("HEAD") is not None
@@ -261,13 +320,23 @@ class GitRepo:
         return status == 0
 
     def identity(self) -> tuple[str, str]:
-        """The repository's committer identity (as git resolves its config), or the documented default."""
+        """The repository's committer identity (as git resolves its config), or the documented default.
+
+        Asked of git once, then again only when a config file git reads (or a variable naming one)
+        changed; config files that include others are not followed, so with one git is asked every time."""
+        signature = _config_signature(self._common)
+        cached = self._identity
+        if signature is not None and cached is not None and cached[0] == signature:
+            return cached[1]
         status, out, _ = self._run(("config", "-z", "--get-regexp", r"^user\.(name|email)$"))
         values: dict[str, str] = {}
         for entry in out.split("\0") if status == 0 else []:
             key, _, value = entry.partition("\n")
             values[key.strip().lower()] = value  # the last value git lists is the one that applies
-        return values.get("user.name") or DEFAULT_IDENTITY[0], values.get("user.email") or DEFAULT_IDENTITY[1]
+        found = values.get("user.name") or DEFAULT_IDENTITY[0], values.get("user.email") or DEFAULT_IDENTITY[1]
+        if signature is not None:
+            self._identity = (signature, found)
+        return found
 
     def identity_env(self, author: tuple[str, str] | None = None) -> dict[str, str]:
         name, email = self.identity()
@@ -298,6 +367,42 @@ class GitRepo:
         args = ["worktree", "remove", *(["--force"] if force else []), "--", str(path)]
         self.git(*args)
 
+    def retire_worktree(self, path: Path | str) -> None:
+        """Remove a clean worktree at once: its directory is renamed aside (``.removing-…``, deleted
+        by a background thread) and git's record of it deleted, as ``git worktree remove`` does
+        but without waiting for every file to be unlinked. The caller has checked that nothing is
+        uncommitted. A layout this does not know (a locked worktree, a record outside this
+        repository) goes through ``git worktree remove``, which may refuse."""
+        worktree = Path(path)
+        admin = self._worktree_record(worktree)
+        if admin is None:
+            self.remove_worktree(worktree)
+            return
+        aside = worktree.parent / f"{RETIRED_PREFIX}{worktree.name}-{os.getpid()}-{threading.get_ident()}"
+        worktree.rename(aside)
+        shutil.rmtree(admin)
+        _delete_in_background(worktree.parent)
+
+    def _worktree_record(self, worktree: Path) -> Path | None:
+        """The directory where git keeps a linked worktree's record (``<common>/worktrees/<id>``),
+        when the worktree's ``.git`` file names one of this repository's and it is not locked."""
+        try:
+            pointer = (worktree / ".git").read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not pointer.startswith("gitdir: "):
+            return None
+        admin = (worktree / pointer.removeprefix("gitdir: ")).resolve()
+        if admin.parent != (self._common / "worktrees").resolve() or not admin.is_dir():
+            return None
+        try:
+            back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            return None
+        if (admin / "locked").exists() or back.resolve() != (worktree / ".git").resolve():
+            return None
+        return admin
+
     def prune_worktrees(self) -> None:
         self.git("worktree", "prune")
 
@@ -313,9 +418,7 @@ class GitRepo:
 
     def dirty_paths(self) -> list[str]:
         """Uncommitted changes in this worktree (untracked files included)."""
-        out = self.git("status", "--porcelain=v1", "-z", "--untracked-files=all")
-        entries = [e for e in out.split("\0") if e]
-        return [e[3:] for e in entries if len(e) > 3]
+        return dirty_paths(self.root)
 
     def commit_all(self, message: str, author: tuple[str, str] | None = None) -> str | None:
         """Commit every change in this worktree; the new head, or None when nothing changed."""
@@ -328,20 +431,19 @@ class GitRepo:
     # -- facts ------------------------------------------------------------------------------
 
     def diff(self, base: str, head: str) -> DiffFacts:
-        """The change ``base..head``: per-file line counts, the unified diff and its sha256."""
-        files: list[FileChange] = []
-        numstat = self.git("diff", "--numstat", "-z", "--no-renames", "--no-ext-diff", base, head, "--")
-        for entry in numstat.split("\0"):
-            if not entry:
-                continue
-            added, deleted, path = entry.split("\t", 2)
-            binary = added == "-"
-            files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(deleted), binary))
-        args = ("diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index", "--binary", base, head, "--")
-        status, raw, err = self._run_bytes(args)
+        """The change ``base..head``: per-file line counts and modes, the unified diff and its
+        sha256 (two git processes: the counts and modes come from one)."""
+        status, listing, err = self._run_bytes(
+            ("diff", "--raw", "--numstat", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", base, head, "--")
+        )
         if status != 0:
             raise GitError(f"git diff {base[:12]} {head[:12]} failed in {self.root}: {err.decode(errors='replace')}")
-        return DiffFacts(base, head, files, raw.decode("utf-8", "replace"), hashlib.sha256(raw).hexdigest())
+        files, raw = _parse_raw_numstat(listing)
+        args = ("diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index", "--binary", base, head, "--")
+        status, text, err = self._run_bytes(args)
+        if status != 0:
+            raise GitError(f"git diff {base[:12]} {head[:12]} failed in {self.root}: {err.decode(errors='replace')}")
+        return DiffFacts(base, head, files, text.decode("utf-8", "replace"), hashlib.sha256(text).hexdigest(), raw)
 
     def show(self, sha: str, path: str) -> bytes | None:
         """A file's bytes at a commit, or None when it does not exist there."""
@@ -354,26 +456,41 @@ class GitRepo:
 
     # -- merging ----------------------------------------------------------------------------
 
-    def merge(self, target_branch: str, source: str, message: str) -> MergeResult:
+    def merge(
+        self,
+        target_branch: str,
+        source: str,
+        message: str,
+        *,
+        checked: MergeResult | None = None,
+        env: dict[str, str] | None = None,
+    ) -> MergeResult:
         """Merge ``source`` into ``target_branch`` with a --no-ff merge commit; never half-done.
 
         The target branch moves by compare-and-set; on a conflict nothing moves and the
-        conflicting files are listed.
+        conflicting files are listed. ``checked``: a clean ``merge_check`` of ``source`` onto the
+        branch's current tip, whose tree is committed instead of merging again. ``env``: the
+        identity environment (``identity_env``) when the caller has it already.
         """
         target = self.branch_sha(target_branch)
         if target is None:
             raise GitError(f"branch {target_branch!r} is missing in {self.root}; was it deleted by hand?")
         if self.merge_in_memory:
-            status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
-            if status not in (0, 1):
-                raise GitError(f"git merge-tree failed in {self.root}: {err.strip()[:600]}")
-            lines = out.splitlines()
-            if status == 1:
-                return MergeResult(False, conflicts=sorted({p for p in lines[1:] if p}))
-            tree = lines[0].strip()
-            sha = self.git(
-                "commit-tree", tree, "-p", target, "-p", source, "-m", message, env=self.identity_env()
-            ).strip()
+            reusable = checked and checked.ok and checked.tree and (checked.target, checked.source) == (target, source)
+            check = checked if checked is not None and reusable else self.merge_check(target, source)
+            if not check.ok or check.tree is None:
+                return MergeResult(False, conflicts=check.conflicts)
+            parents = ("-p", target, "-p", source, "-m", message)
+            identity = env or self.identity_env()
+            status, out, err = self._run(("commit-tree", check.tree, *parents), identity)
+            if status != 0 and check is checked:  # the checked tree is gone (pruned): merge again
+                check = self.merge_check(target, source)
+                if not check.ok or check.tree is None:
+                    return MergeResult(False, conflicts=check.conflicts)
+                status, out, err = self._run(("commit-tree", check.tree, *parents), identity)
+            if status != 0:
+                raise GitError(f"git commit-tree failed in {self.root} (exit {status}): {err.strip()[:600]}")
+            sha = out.strip()
         else:
             result = self._merge_in_scratch_worktree(target, source, message)
             if not result.ok or result.sha is None:
@@ -381,7 +498,7 @@ class GitRepo:
             sha = result.sha
         if not self.update_ref(f"refs/heads/{target_branch}", sha, target):
             raise GitError(f"branch {target_branch!r} moved while merging; call accept again")
-        return MergeResult(True, sha)
+        return MergeResult(True, sha, target=target, source=source)
 
     def _merge_in_scratch_worktree(self, target: str, source: str, message: str) -> MergeResult:
         scratch = Path(tempfile.mkdtemp(prefix="planegate-merge-"))
@@ -401,15 +518,33 @@ class GitRepo:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def merge_check(self, target: str, source: str) -> MergeResult:
-        """Would ``source`` merge cleanly onto ``target``? Nothing is written."""
+        """Would ``source`` merge cleanly onto ``target``? No ref moves; with git's in-memory merge
+        the merged tree is written to the object store and returned (``tree``)."""
         if self.merge_in_memory:
             status, out, err = self._run(("merge-tree", "--write-tree", "--name-only", "--no-messages", target, source))
-            if status == 0:
-                return MergeResult(True)
+            lines = out.splitlines()
+            if status == 0 and lines:
+                return MergeResult(True, tree=lines[0].strip(), target=target, source=source)
             if status == 1:
-                return MergeResult(False, conflicts=sorted({p for p in out.splitlines()[1:] if p}))
+                conflicts = sorted({p for p in lines[1:] if p})
+                return MergeResult(False, conflicts=conflicts, target=target, source=source)
             raise GitError(f"git merge-tree failed in {self.root}: {err.strip()[:600]}")
-        return MergeResult(True)  # old git: the merge itself reports conflicts
+        return MergeResult(True, target=target, source=source)  # old git: the merge itself reports conflicts
+
+    def tree_of(self, commit: str) -> str | None:
+        """The tree id of ``commit``: read from its loose object file when it has one (a commit
+        planegate just made usually does), else asked of git."""
+        if _SHA.fullmatch(commit.encode()):
+            try:
+                data = zlib.decompress((self._common / "objects" / commit[:2] / commit[2:]).read_bytes())
+            except (OSError, zlib.error):
+                data = b""
+            if data.startswith(b"commit ") and b"\0tree " in data[:40]:
+                tree = data[data.index(b"\0tree ") + 6 :][:40]
+                if _SHA.fullmatch(tree):
+                    return tree.decode()
+        status, out, _ = self._run(("rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{tree}}"))
+        return out.strip() if status == 0 and out.strip() else None
 
     def tag(self, name: str, sha: str) -> bool:
         return self.update_ref(f"refs/tags/{name}", sha, None)
@@ -464,14 +599,98 @@ def _git_bytes(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
 def raw_changes(repo: GitRepo, base: str, head: str) -> list[RawChange]:
     """Every path ``base..head`` changes, with its file modes (``120000`` is a symlink)."""
     out = _git_bytes(repo.root, "diff", "--raw", "-z", "--no-renames", "--no-abbrev", base, head, "--")
+    return _parse_raw_numstat(out)[1]
+
+
+def _parse_raw_numstat(out: bytes) -> tuple[list[FileChange], list[RawChange]]:
+    """``git diff --raw --numstat -z`` (either part may be absent): the line counts and the raw
+    entries. A raw entry is ``:modes blobs status`` then its path; a numstat entry is
+    ``added TAB deleted TAB path`` (``-`` counts for a binary file), and never starts with ``:``."""
     fields = out.decode("utf-8", "surrogateescape").split("\0")
-    changes = []
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        if not meta.startswith(":"):
-            continue
-        old_mode, new_mode, old_blob, new_blob, status = meta[1:].split(" ")
-        changes.append(RawChange(path, old_mode, new_mode, old_blob, new_blob, status[:1]))
-    return changes
+    files: list[FileChange] = []
+    changes: list[RawChange] = []
+    index = 0
+    while index < len(fields):
+        entry = fields[index]
+        index += 1
+        if entry.startswith(":") and index < len(fields):
+            old_mode, new_mode, old_blob, new_blob, status = entry[1:].split(" ")
+            changes.append(RawChange(fields[index], old_mode, new_mode, old_blob, new_blob, status[:1]))
+            index += 1
+        elif entry.count("\t") >= 2:
+            added, deleted, path = entry.split("\t", 2)
+            binary = added == "-"
+            files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(deleted), binary))
+    return files, changes
+
+
+def _config_signature(common: Path) -> tuple[object, ...] | None:
+    """The contents of every config file git reads for a repository and the variables that move
+    them; None when one includes other files (then only git knows what applies)."""
+    environ = os.environ
+    home = Path(environ.get("HOME", "~")).expanduser()
+    xdg = Path(environ["XDG_CONFIG_HOME"]) if environ.get("XDG_CONFIG_HOME") else home / ".config"
+    files = [common / "config", common / "config.worktree"]
+    if "GIT_CONFIG_GLOBAL" in environ:
+        files.append(Path(environ["GIT_CONFIG_GLOBAL"]))
+    else:
+        files += [home / ".gitconfig", xdg / "git/config"]
+    if not environ.get("GIT_CONFIG_NOSYSTEM"):
+        files.append(Path(environ.get("GIT_CONFIG_SYSTEM", "/etc/gitconfig")))
+    signature: list[object] = [*sorted((k, v) for k, v in environ.items() if k.startswith("GIT_CONFIG"))]
+    for path in files:
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            text = None
+        except OSError:
+            return None
+        if text is not None and b"include" in text.lower():
+            return None
+        signature.append((str(path), text))
+    return tuple(signature)
+
+
+_deleting: set[Path] = set()
+_deleting_lock = threading.Lock()
+
+
+def _delete_in_background(parent: Path) -> None:
+    """Delete every ``.removing-*`` directory in ``parent`` in a daemon thread: the ones just set
+    aside, and any a process that stopped before deleting them left."""
+
+    def delete() -> None:
+        with _deleting_lock:
+            try:
+                aside = sorted(p for p in parent.glob(RETIRED_PREFIX + "*") if p not in _deleting)
+            except OSError:
+                aside = []
+            _deleting.update(aside)
+        for path in aside:
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:  # left for the next retirement in this directory
+                log.warning("could not delete the worktree set aside at %s: %s", path, exc)
+            finally:
+                with _deleting_lock:
+                    _deleting.discard(path)
+
+    threading.Thread(target=delete, name="planegate-worktree-delete", daemon=True).start()
+
+
+def dirty_paths(worktree: Path | str) -> list[str]:
+    """Uncommitted changes in a worktree (untracked files included), with one git process.
+
+    git looks for the repository in ``worktree`` itself and no higher, so a directory that is no
+    longer a worktree is an error rather than the status of whatever repository holds it.
+    """
+    root = Path(worktree)
+    env = {**_environment(None), "GIT_CEILING_DIRECTORIES": str(root.parent)}
+    status, out, err = _run_git(root, ("status", "--porcelain=v1", "-z", "--untracked-files=all"), env)
+    if status != 0:
+        raise GitError(f"git status failed in {root} (exit {status}): {err.decode('utf-8', 'replace').strip()[:600]}")
+    entries = [e for e in out.decode("utf-8", "replace").split("\0") if e]
+    return [e[3:] for e in entries if len(e) > 3]
 
 
 def symlink_targets(repo: GitRepo, commit: str) -> dict[str, str]:

@@ -53,6 +53,9 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedBrows
         executable=CHROMIUM,
         port=0,
         headless=True,
+        # several test processes start their browsers at once on a 2-core machine: a first start
+        # can take far longer than the 15 s a user's launch is given
+        timeout=90,
         extra_args=[f"--disk-cache-dir={root / 'cache'}"],
         env={**os.environ, "HOME": str(root), "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root)},
     )

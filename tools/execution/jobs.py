@@ -42,6 +42,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,9 @@ DONE = ("succeeded", "failed", "attention", "cancelled")
 # Work that falls due with time rather than being queued (a pending review's re-read). Found by
 # name like the handlers, so this module imports none of the planes that use it.
 DUE_WORK = ("planegate.tools.review.review:queue_due_rereads",)
+# Work a worker does beside its jobs, in the background of its loop: the git facts of task heads
+# that moved (so get_status never waits for git). Found by name like DUE_WORK.
+HEAD_WORK = ("planegate.tools.gates.facts:refresh_moved_heads",)
 MODES = ("running", "paused", "draining")
 STOP_GRACE_S = 2.0  # SIGTERM → SIGKILL for a group ended from outside (a reclaim, a cancel, a sweep)
 TROUBLE_WAIT_MAX_S = 30.0  # the longest a worker waits before trying a ledger it could not use again
@@ -433,9 +437,17 @@ def _end_recorded(env: Env, row: dict[str, Any], by: str, actor: str) -> GroupEn
 
 
 _OPEN = (
-    "SELECT p.*, j.run_id, j.task_id, j.status, j.attempts, j.owner_host_key, j.owner_pid, j.owner_pid_start"
+    "SELECT p.*, j.run_id, j.task_id, j.status, j.attempts, j.owner_host_key, j.owner_pid, j.owner_pid_start,"
+    " j.finished_at"
     " FROM job_processes p JOIN jobs j ON j.id = p.job_id WHERE p.ended_at IS NULL"
 )
+
+
+# A job cancelled this recently keeps its processes for the canceller, which ends them right
+# after recording the cancel (and records them as ended by the cancel): between the two, a sweep
+# (the start-up reconcile, a worker's, on any process of the host) would end them as stale first.
+# If the canceller stopped in between, the first sweep after this ends them.
+CANCEL_GRACE_S = 5.0
 
 
 def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[GroupEnd]:
@@ -445,7 +457,10 @@ def end_stale_processes(env: Env, actor: str = "planegate:worker") -> list[Group
     if here is None:
         return []
     ended = []
+    recently = now_iso(-CANCEL_GRACE_S)
     for row in env.store.rows(_OPEN + " AND p.host_key = ? ORDER BY p.id", (here,)):
+        if row["status"] == "cancelled" and (row["finished_at"] or "") > recently:
+            continue
         current = row["status"] == "running" and row["attempt"] == row["attempts"]
         if current and not owner_dead(row, here):
             continue
@@ -768,6 +783,22 @@ def queue_due_work(env: Env) -> int:
     return queued
 
 
+def refresh_heads(env: Env) -> None:
+    """Run the ``HEAD_WORK`` hooks."""
+    for target in HEAD_WORK:
+        module, name = target.split(":")
+        getattr(importlib.import_module(module), name)(env)
+
+
+_local_workers: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def wake_local_workers() -> None:
+    """Have this process's workers look now instead of at their next poll (someone waits for them)."""
+    for worker in list(_local_workers):
+        worker.wake()
+
+
 def run_job(env: Env, job: dict[str, Any], worker: str, lease_s: float) -> str:
     """Run one claimed job to its end; returns the status recorded."""
     context = JobContext(env, job, worker, lease_s)
@@ -863,10 +894,23 @@ class Worker:
         self.name = name or f"{process_id()}:{threading.get_ident() % 10000}"
         self.lease_s = env.settings.job_lease_s
         self._wake = threading.Event()
+        self._refreshing = False
+        _local_workers.add(self)
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
         self._wake.set()
+
+    async def _refresh_heads(self) -> None:
+        """One pass of ``HEAD_WORK`` in a thread; the loop goes on claiming jobs meanwhile."""
+        import anyio.to_thread
+
+        try:
+            await anyio.to_thread.run_sync(refresh_heads, self.env, abandon_on_cancel=True)
+        except Exception as exc:  # noqa: BLE001 - derived data: the next poll tries again
+            log.warning("worker %s could not refresh task heads: %s", self.name, exc)
+        finally:
+            self._refreshing = False
 
     def _sweep(self) -> None:
         try:
@@ -912,6 +956,9 @@ class Worker:
                         continue
                     await anyio.to_thread.run_sync(self._sweep)
                     mode = (await anyio.to_thread.run_sync(worker_control, self.env.store))["mode"]
+                    if not self._refreshing:
+                        self._refreshing = True
+                        group.start_soon(self._refresh_heads)
                     due = 0
                     if mode == "running" and running < self.env.settings.worker_concurrency:
                         due = await anyio.to_thread.run_sync(queue_due_work, self.env)

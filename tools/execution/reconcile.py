@@ -22,7 +22,7 @@ from planegate.store import placeholders
 
 from ..env import Env
 from ..errors import GitError, InvalidInput
-from ..gitrepo import GitRepo
+from ..gitrepo import RETIRED_PREFIX, GitRepo
 from ..models import ACTIVE_STATUSES
 from .jobs import end_stale_processes, release_stale
 
@@ -66,6 +66,9 @@ def reconcile(env: Env) -> ReconcileReport:
     known = {str(Path(r["worktree"]).resolve()): r for r in rows}
     root = env.settings.worktrees
     for path in sorted(root.glob("*/*")) if root.is_dir() else []:
+        if path.name.startswith(RETIRED_PREFIX):  # set aside by accept_task; its process stopped before deleting it
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         if not path.is_dir() or str(path.resolve()) in known:
             continue
         worktree = _repo_of(path)

@@ -30,7 +30,7 @@ from ..control.runs import move_task, set_stage
 from ..control.tasks import first_dispatchable, settle_status
 from ..env import Env
 from ..errors import Conflict, GitError, InvalidInput, NotFound, PlanegateError, WrongState
-from ..gitrepo import GitRepo, trailers
+from ..gitrepo import GitRepo, MergeResult, trailers
 from ..models import ACTIVE_STATUSES, AcceptResult, RollbackResult
 from .facts import evaluate_task
 from .gates import GatesUnmet, conflict_gate
@@ -74,22 +74,10 @@ _LEDGER_HASH = "Planegate-Ledger-Hash"
 _ANCHOR_TRAILER = re.compile(rf"^({_LEDGER_EVENT}|{_LEDGER_HASH}):\s*(\S+)\s*$", re.MULTILINE)
 
 
-def _annotated_tag(repo: GitRepo, name: str, sha: str, message: str) -> bool:
-    """Create an annotated tag (planegate's identity as tagger, never signed by the user's config)."""
-    try:
-        repo.git(
-            "-c", "tag.gpgSign=false", "tag", "-a", "--cleanup=verbatim", "-m", message, name, sha,
-            env=repo.identity_env(),
-        )  # fmt: skip
-    except GitError:
-        if repo.rev(f"refs/tags/{name}") is None:
-            raise
-        return False  # another process made it first
-    return True
-
-
-def _tag(repo: GitRepo, run: str, task: str, n: int, sha: str, head: ChainHead) -> tuple[int, str]:
-    """Create the checkpoint tag, skipping numbers whose tag exists for another commit."""
+def _tag(repo: GitRepo, run: str, task: str, n: int, sha: str, head: ChainHead, env: dict[str, str]) -> tuple[int, str]:
+    """Create the annotated checkpoint tag (planegate's identity as tagger, never signed by the
+    user's config), skipping numbers whose tag exists for another commit. One git process when
+    the number is free; the tag's existence is looked up only when git refuses to create it."""
     while True:
         name = f"planegate/{run}/cp-{n}"
         message = f"planegate checkpoint cp-{n} of run {run}: task {task} accepted\n\n" + trailers(
@@ -101,9 +89,17 @@ def _tag(repo: GitRepo, run: str, task: str, n: int, sha: str, head: ChainHead) 
                 _LEDGER_HASH: head.hash,
             }
         )
-        existing = repo.rev(f"refs/tags/{name}")
-        if existing == sha or (existing is None and _annotated_tag(repo, name, sha, message)):
+        try:
+            repo.git(
+                "-c", "tag.gpgSign=false", "tag", "-a", "--cleanup=verbatim", "-m", message, name, sha, env=env
+            )  # fmt: skip
             return n, name
+        except GitError:
+            existing = repo.rev(f"refs/tags/{name}")
+            if existing is None:
+                raise
+            if existing == sha:  # made by an earlier attempt that was interrupted
+                return n, name
         n += 1
 
 
@@ -167,16 +163,16 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
     evidence = _used_evidence(facts.evidence, head)
     review = next((r.id for r in facts.reviews if r.head_sha == head and r.verdict == "approve"), None)
     try:
-        merge_sha, tag, note, unlocked = _merge_and_record(env, run_row, row, head, evidence, review)
+        merge_sha, tag, note, unlocked = _merge_and_record(env, run_row, row, head, evidence, review, facts.merge)
     except _MergeConflict as exc:
         _conflict(env, run, task, row["status"], exc.conflicts)
         raise GatesUnmet(f"accept_task {task!r} refused", [conflict_gate(exc.conflicts)]) from exc
     removed = False
     if not policy.retain_worktrees and row["worktree"]:
         try:
-            repo.remove_worktree(row["worktree"])
+            repo.retire_worktree(row["worktree"])  # checked clean by the gates just now
             removed = True
-        except GitError as exc:
+        except (GitError, OSError) as exc:
             note = (note + "; " if note else "") + f"worktree kept: {exc}"
     remaining = int(
         env.store.scalar(
@@ -211,9 +207,21 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
 
 
 def _merge_and_record(
-    env: Env, run_row: dict[str, Any], row: dict[str, Any], head: str, evidence: list[int], review: str | None
+    env: Env,
+    run_row: dict[str, Any],
+    row: dict[str, Any],
+    head: str,
+    evidence: list[int],
+    review: str | None,
+    checked: MergeResult | None,
 ) -> tuple[str, str, str, list[str]]:
-    """Merge, tag and record the acceptance, all under the ledger's write lock."""
+    """Merge, tag and record the acceptance, all under the ledger's write lock.
+
+    ``checked``: the gates' merge check; when the integration branch has not moved since, its
+    tree is committed as the merge (no second merge). A head already in the integration branch
+    (an earlier attempt merged, then stopped before recording) is not merged again: merging it
+    would give the integration tip's own tree, so ancestry is asked of git only in that case.
+    """
     run, task = run_row["id"], row["id"]
     repo = env.repo(run_row["repo"])
     with env.write() as w:
@@ -222,9 +230,22 @@ def _merge_and_record(
         if current["status"] != row["status"] or current_head != head:
             raise _moved_on(env, run, row, head, current, current_head)
         integration = repo.branch_sha(run_row["integration_branch"])
-        if integration is not None and repo.is_ancestor(head, integration):
+        if integration is None:
+            raise GitError(
+                f"branch {run_row['integration_branch']!r} is missing in {repo.root}; was it deleted by hand?"
+            )
+        fresh = checked is not None and (checked.target, checked.source) == (integration, head)
+        check = checked if checked is not None and fresh else repo.merge_check(integration, head)
+        if check.tree is not None:
+            merged_before = check.tree == repo.tree_of(integration) and repo.is_ancestor(head, integration)
+        else:  # a conflict (never an ancestor), or git without the in-memory merge (no tree to compare)
+            merged_before = not repo.merge_in_memory and repo.is_ancestor(head, integration)
+        if merged_before:
             merge_sha, note = integration, "the head was already merged (an earlier attempt was interrupted)"
+            identity = repo.identity_env()
         else:
+            if not check.ok:
+                raise _MergeConflict(check.conflicts)
             n_next = int(w.scalar("SELECT COALESCE(MAX(n), 0) + 1 FROM checkpoints WHERE run_id = ?", (run,)))
             message = f"planegate: accept {task}: {row['title']}\n\n" + trailers(
                 {
@@ -235,12 +256,13 @@ def _merge_and_record(
                     "Planegate-Checkpoint": f"cp-{n_next}",
                 }
             )
-            result = repo.merge(run_row["integration_branch"], head, message)
+            identity = repo.identity_env()
+            result = repo.merge(run_row["integration_branch"], head, message, checked=check, env=identity)
             if not result.ok or result.sha is None:
                 raise _MergeConflict(result.conflicts)
             merge_sha, note = result.sha, ""
         n = int(w.scalar("SELECT COALESCE(MAX(n), 0) + 1 FROM checkpoints WHERE run_id = ?", (run,)))
-        n, tag = _tag(repo, run, task, n, merge_sha, w.chain_head())
+        n, tag = _tag(repo, run, task, n, merge_sha, w.chain_head(), identity)
         w.insert(
             "checkpoints", {"run_id": run, "n": n, "tag": tag, "sha": merge_sha, "task_id": task, "created_at": w.at}
         )

@@ -24,37 +24,44 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import hashlib
 import json
+import logging
 import re
 import threading
+import time
 import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
-from planegate.store import placeholders
+from planegate.store import canonical_json, placeholders
 
 from ..control.graph import task_declarations
 from ..env import Env
-from ..errors import InvalidInput
+from ..errors import Busy, InvalidInput, PlanegateError
 from ..gitrepo import (
     DiffFacts,
     FileChange,
     GitRepo,
     MergeResult,
     RawChange,
-    raw_changes,
+    RefReader,
+    dirty_paths,
     read_blob,
     symlink_targets,
 )
 from ..globs import glob_matches, matches_any, normalize_glob
+from ..models import ACTIVE_STATUSES
 from ..policy import Policy
 from . import identity
 from .adopt import adoption_problems
 from .gates import SERIOUS, GateResult, ReviewFacts, TaskFacts, task_gates
 from .links import LinkEscape, escaping_links
-from .secrets import BLOB_SCAN_LIMIT, SecretFinding, scan_blob, scan_diff
+from .secrets import BLOB_SCAN_LIMIT, SecretFinding, scan_added_lines, scan_blob, scan_diff
+
+log = logging.getLogger("planegate.facts")
 
 _CACHE_SIZE = 256
 _lock = threading.Lock()
@@ -116,7 +123,7 @@ def diff_scan(repo: GitRepo, base: str, head: str) -> DiffScan:
     if hit is not None:
         return hit
     diff = repo.diff(base, head)
-    raw = raw_changes(repo, base, head)
+    raw = diff.raw
     binary_found, truncated = _binary_secrets(repo, diff, raw)
     value = DiffScan(diff, sorted(scan_diff(diff.text) + binary_found), truncated, _links_outside(repo, head, raw))
     _remember(_diffs, key, value)
@@ -284,28 +291,49 @@ def review_facts(
     return facts
 
 
-def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool) -> TaskFacts:
-    """Facts for the gates; ``live`` adds what only accepting needs (uncommitted changes)."""
+def task_facts(
+    env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool, git_from: GitFrom = "git"
+) -> TaskFacts:
+    """Facts for the gates; ``live`` adds what only accepting needs (uncommitted changes).
+
+    ``git_from``: ``git`` computes the head's git facts (or finds them in this process's caches);
+    ``stored`` reads what a worker stored for the head and runs no git at all, naming the head in
+    ``git_pending`` when nothing is stored yet; ``stored_or_git`` computes what is missing (without
+    storing it). Acceptance always uses ``git``.
+    """
     run, task = run_row["id"], row["id"]
     ledger: list[str] = []
     vouched(env, "runs", [run_row], ledger)
     ledger += adoption_problems(env, run_row)
     vouched(env, "tasks", [row], ledger)
     policy = env.policy(run_row)
-    repo = env.repo(run_row["repo"])
-    head = repo.branch_sha(row["branch"]) if row["branch"] else None
     deps = dependency_states(env, run, json.loads(row["depends_on"]), ledger)
-    scan = diff_scan(repo, row["base_sha"], head) if head and row["base_sha"] else None
-    diff = scan.diff if scan else None
-    integration = repo.branch_sha(run_row["integration_branch"])
-    merge = merge_check(repo, integration, head) if head and integration and diff and diff.files else None
+    pending = None
+    if git_from == "git":
+        repo = env.repo(run_row["repo"])
+        head = repo.branch_sha(row["branch"]) if row["branch"] else None
+        integration = repo.branch_sha(run_row["integration_branch"])
+        found = (
+            compute_head_facts(repo, row["base_sha"], head, integration, harness_patterns(policy))
+            if head and row["base_sha"]
+            else None
+        )
+    else:
+        head = branch_tip(env, run_row["repo"], row["branch"]) if row["branch"] else None
+        found = None
+        if head and row["base_sha"]:
+            integration = branch_tip(env, run_row["repo"], run_row["integration_branch"])
+            key = facts_key(run_row, row["base_sha"], head, integration, policy)
+            found = stored_head_facts(env, key)
+            if found is None and git_from == "stored_or_git":  # not stored: callers may hold a read snapshot
+                repo = env.repo(run_row["repo"])
+                found = compute_head_facts(repo, row["base_sha"], head, integration, harness_patterns(policy))
+            if found is None:
+                pending = head
     executor = executor_identity(row, policy, run_row["repo"], fresh=live)
     dirty = None
     if live and row["worktree"] and Path(row["worktree"]).is_dir():
-        dirty = GitRepo(row["worktree"]).dirty_paths()
-    harness = (
-        harness_changes(repo, row["base_sha"], head, diff.files, harness_patterns(policy)) if diff and head else []
-    )
+        dirty = dirty_paths(row["worktree"])
     return TaskFacts(
         run=run,
         task=task,
@@ -314,8 +342,8 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         deps=deps,
         head_sha=head,
         base_sha=row["base_sha"] or "",
-        files=diff.files if diff else [],
-        secrets=scan.secrets if scan else [],
+        files=found.files if found else [],
+        secrets=found.secrets if found else [],
         evidence=trusted_evidence(
             env,
             env.store.rows(
@@ -327,14 +355,15 @@ def task_facts(env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: 
         executor_identity=executor.name,
         reviews=review_facts(env, run, task, ledger=ledger),
         requirements_changed_at=requirements_changed_at(env, run, json.loads(row["requirements"]), ledger),
-        merge=merge,
+        merge=found.merge if found else None,
         dirty=dirty,
         executor=executor,
-        links_outside=scan.links_outside if scan else [],
-        secrets_truncated=scan.truncated if scan else [],
-        harness=harness,
+        links_outside=found.links_outside if found else [],
+        secrets_truncated=found.truncated if found else [],
+        harness=found.harness if found else [],
         declarations=task_declarations(row),
         ledger=ledger,
+        git_pending=pending,
     )
 
 
@@ -373,7 +402,220 @@ def trusted_evidence(env: Env, rows: list[dict[str, Any]], head: str | None, led
 
 
 def evaluate_task(
-    env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool
+    env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool, git_from: GitFrom = "git"
 ) -> tuple[TaskFacts, list[GateResult]]:
-    facts = task_facts(env, run_row, row, live=live)
-    return facts, task_gates(facts, env.policy(run_row))
+    facts = task_facts(env, run_row, row, live=live, git_from=git_from)
+    gates = task_gates(facts, env.policy(run_row))
+    if facts.git_pending:
+        gates = [_pending(gate, facts) if gate.gate in GIT_GATES else gate for gate in gates]
+    return facts, gates
+
+
+def _pending(gate: GateResult, facts: TaskFacts) -> GateResult:
+    return GateResult(
+        gate.gate,
+        False,
+        f"computing for head {str(facts.git_pending)[:12]}: its diff, merge check and secret scan are "
+        "worked out once per head, in the background.",
+        f"get_status({facts.run!r}) again in a moment",
+    )
+
+
+# --- git facts per head, computed once and stored --------------------------------------------
+# A task's git facts depend only on commit ids (its base and head, its run's integration tip) and
+# the harness patterns, so they are computed once per head — by a worker, as soon as it sees the
+# head move — and stored in ``git_facts``, where ``get_status`` reads them without running git.
+# The table is derived, not vouched: an edited row could mislead only what get_status shows,
+# never an acceptance, which computes its facts from git itself.
+
+GitFrom = Literal["git", "stored", "stored_or_git"]
+GIT_GATES = ("scope", "budget", "secrets", "red_green", "tests", "merge")
+KEEP_ROWS = 2000  # stored facts kept (newest first); a few per active task is all get_status reads
+RETRY_S = 30.0  # a head whose facts could not be computed is tried again after this long
+
+FactsKey = tuple[str, str, str, str, str]  # repo, base, head, integration tip ("" when none), harness digest
+
+
+@dataclass(frozen=True)
+class HeadFacts:
+    """What the gates read from git about one head: the change, its secrets and links, whether it
+    merges onto the integration tip, and which harness paths it touches."""
+
+    files: list[FileChange]
+    secrets: list[SecretFinding]
+    truncated: list[tuple[str, int]]
+    links_outside: list[LinkEscape]
+    merge: MergeResult | None
+    harness: list[str]
+
+    def to_json(self) -> str:
+        merge = self.merge
+        return canonical_json(
+            {
+                "files": [[f.path, f.added, f.deleted, f.binary] for f in self.files],
+                "secrets": [[s.path, s.line, s.kind, s.where] for s in self.secrets],
+                "truncated": [[path, size] for path, size in self.truncated],
+                "links_outside": [[link.path, link.target, link.why] for link in self.links_outside],
+                "merge": None if merge is None else {"ok": merge.ok, "conflicts": merge.conflicts, "tree": merge.tree},
+                "harness": self.harness,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, integration: str, head: str) -> HeadFacts:
+        data = json.loads(text)
+        merge = data["merge"]
+        return cls(
+            files=[FileChange(path, added, deleted, binary) for path, added, deleted, binary in data["files"]],
+            secrets=[SecretFinding(path, line, kind, where) for path, line, kind, where in data["secrets"]],
+            truncated=[(path, size) for path, size in data["truncated"]],
+            links_outside=[LinkEscape(path, target, why) for path, target, why in data["links_outside"]],
+            merge=None
+            if merge is None
+            else MergeResult(
+                merge["ok"], conflicts=merge["conflicts"], tree=merge["tree"], target=integration, source=head
+            ),
+            harness=list(data["harness"]),
+        )
+
+
+def compute_head_facts(repo: GitRepo, base: str, head: str, integration: str | None, patterns: list[str]) -> HeadFacts:
+    """The head's git facts, from git (or this process's caches of what git said)."""
+    scan = diff_scan(repo, base, head)
+    files = scan.diff.files
+    merge = merge_check(repo, integration, head) if integration and files else None
+    return HeadFacts(
+        files=files,
+        secrets=scan.secrets,
+        truncated=scan.truncated,
+        links_outside=scan.links_outside,
+        merge=merge,
+        harness=harness_changes(repo, base, head, files, patterns),
+    )
+
+
+_readers: dict[str, RefReader] = {}
+
+
+def branch_tip(env: Env, repo: str, branch: str | None) -> str | None:
+    """A branch's tip read from the repository's ref files; git is asked only when they cannot tell."""
+    if not branch:
+        return None
+    reader = _readers.get(repo)
+    if reader is None:
+        reader = _readers.setdefault(repo, RefReader(repo))
+    found = reader.branch_sha(branch)
+    if found is None or isinstance(found, str):
+        return found
+    return env.repo(repo).branch_sha(branch)
+
+
+def facts_key(run_row: dict[str, Any], base: str, head: str, integration: str | None, policy: Policy) -> FactsKey:
+    patterns = canonical_json(harness_patterns(policy))
+    return (run_row["repo"], base, head, integration or "", hashlib.sha256(patterns.encode()).hexdigest()[:16])
+
+
+def stored_head_facts(env: Env, key: FactsKey) -> HeadFacts | None:
+    row = env.store.one(
+        "SELECT facts FROM git_facts WHERE repo = ? AND base = ? AND head = ? AND integration = ? AND harness = ?", key
+    )
+    return None if row is None else HeadFacts.from_json(row["facts"], key[3], key[2])
+
+
+def refresh_key(env: Env, key: FactsKey, patterns: list[str]) -> HeadFacts:
+    """Compute the facts of ``key`` from git and store them; the write is skipped when the ledger
+    is busy (they are derived: the next reader computes them again)."""
+    repo_path, base, head, integration, _ = key
+    found = compute_head_facts(env.repo(repo_path), base, head, integration or None, patterns)
+    try:
+        with env.write(actor="planegate:facts") as w:
+            w.execute(
+                "INSERT OR REPLACE INTO git_facts (repo, base, head, integration, harness, facts, computed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, found.to_json(), w.at),
+            )
+            w.execute(
+                "DELETE FROM git_facts WHERE computed_at < (SELECT computed_at FROM git_facts"
+                " ORDER BY computed_at DESC LIMIT 1 OFFSET ?)",
+                (KEEP_ROWS,),
+            )
+    except Busy:
+        log.info("git facts of %s not stored: the ledger is busy", head[:12])
+    return found
+
+
+def refresh_task(env: Env, run_row: dict[str, Any], row: dict[str, Any]) -> HeadFacts | None:
+    """Make sure the task's current head has its git facts stored (computing them if not)."""
+    head = branch_tip(env, run_row["repo"], row["branch"])
+    if not head or not row["base_sha"]:
+        return None
+    policy = env.policy(run_row)
+    integration = branch_tip(env, run_row["repo"], run_row["integration_branch"])
+    key = facts_key(run_row, row["base_sha"], head, integration, policy)
+    return stored_head_facts(env, key) or refresh_key(env, key, harness_patterns(policy))
+
+
+_seen: dict[tuple[str, str], FactsKey] = {}  # (run, task) → the key whose facts are known to be stored
+_failed: dict[tuple[str, str], tuple[str, float]] = {}  # (run, task) → (head, when to try it again)
+_refresh_lock = threading.Lock()
+_warmed = threading.Event()
+
+
+def refresh_moved_heads(env: Env) -> int:
+    """The worker's look at active tasks (``jobs.HEAD_WORK``): every task whose head or run's
+    integration tip moved since this process last looked gets its git facts computed and stored,
+    unless another process stored them already. Reading the tips costs no git process. The first
+    call also loads the secret scanner, so no caller waits for its first load. Returns how many
+    heads were computed."""
+    if not _warmed.is_set():
+        warm_up_secret_scanner()
+    computed = 0
+    with _refresh_lock:  # one pass at a time per process; a second one would repeat the same work
+        marks = placeholders(ACTIVE_STATUSES)
+        rows = env.store.rows(
+            "SELECT r.id AS run_id, r.repo, r.integration_branch, r.policy, t.id, t.branch, t.base_sha"
+            f" FROM runs r JOIN tasks t ON t.run_id = r.id AND t.status IN ({marks})"
+            " WHERE r.stage NOT IN ('accepted', 'abandoned') AND t.branch IS NOT NULL AND t.base_sha IS NOT NULL",
+            ACTIVE_STATUSES,
+        )
+        live = {(row["run_id"], row["id"]) for row in rows}
+        for gone in [task for task in [*_seen, *_failed] if task not in live]:
+            _seen.pop(gone, None)
+            _failed.pop(gone, None)
+        for row in rows:
+            task = (row["run_id"], row["id"])
+            run_row = {key: row[key] for key in ("repo", "integration_branch", "policy")}
+            head = None
+            try:
+                head = branch_tip(env, row["repo"], row["branch"])
+                if not head:
+                    continue
+                policy = env.policy(run_row)
+                integration = branch_tip(env, row["repo"], row["integration_branch"])
+                key = facts_key(run_row, row["base_sha"], head, integration, policy)
+                failed_head, retry_at = _failed.get(task, ("", 0.0))
+                if _seen.get(task) == key or (failed_head == head and time.monotonic() < retry_at):
+                    continue
+                if stored_head_facts(env, key) is None:
+                    refresh_key(env, key, harness_patterns(policy))
+                    computed += 1
+                _seen[task] = key
+                _failed.pop(task, None)
+            except (PlanegateError, OSError) as exc:  # a repository gone or broken: tried again later
+                _failed[task] = (head or "", time.monotonic() + RETRY_S)
+                log.warning("git facts of task %s/%s not computed: %s", *task, exc)
+    return computed
+
+
+def warm_up_secret_scanner() -> None:
+    """Load detect-secrets and its plugins (a few hundred ms the first time) with a one-line scan."""
+    scan_added_lines({"warm-up.txt": [(1, "nothing secret here")]})
+    _warmed.set()
+
+
+def forget_cached() -> None:
+    """Empty this process's caches of git facts (benchmarks: a cold start for one head)."""
+    with _lock:
+        _diffs.clear()
+        _merges.clear()
+        _harness.clear()

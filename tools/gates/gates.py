@@ -89,6 +89,7 @@ class TaskFacts:
     harness: list[str] = field(default_factory=list)
     declarations: dict[str, Any] = field(default_factory=dict)
     ledger: list[str] = field(default_factory=list)
+    git_pending: str | None = None  # the head whose git facts are not computed yet (files, merge, … left empty)
 
 
 def ledger_gate(problems: Sequence[str]) -> GateResult:

@@ -24,7 +24,11 @@ from .remote import publish_remote_url
 EVIDENCE_SHOWN = 8
 
 
-def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> tuple[list[ActiveTask], int]:
+def active_tasks(
+    env: Env, reader: Any, run_row: dict[str, Any], limit: int, *, wait_for_git: bool = True
+) -> tuple[list[ActiveTask], int, list[str]]:
+    """The first ``limit`` active tasks with their gates, how many there are, and the tasks whose
+    git facts are still being computed (only without ``wait_for_git``: see ``get_status``)."""
     run = run_row["id"]
     marks = placeholders(ACTIVE_STATUSES)
     rows = reader.rows(
@@ -39,8 +43,13 @@ def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> 
     )
     now = now_iso()
     tasks = []
+    pending = []
     for row in rows:
-        facts, gates = evaluate_task(env, run_row, row, live=False)
+        facts, gates = evaluate_task(
+            env, run_row, row, live=False, git_from="stored_or_git" if wait_for_git else "stored"
+        )
+        if facts.git_pending:
+            pending.append(row["id"])
         tasks.append(
             ActiveTask(
                 task=row["id"],
@@ -72,7 +81,7 @@ def active_tasks(env: Env, reader: Any, run_row: dict[str, Any], limit: int) -> 
                 ],
             )
         )
-    return tasks, total
+    return tasks, total, pending
 
 
 def unproven_claims(task: ActiveTask) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..env import Env
 from ..execution.diskuse import cached
-from ..execution.jobs import workers_note
+from ..execution.jobs import wake_local_workers, workers_note
 from ..models import Blocked, RunLine, RunStatus, StatusResult
 from .activity import active_tasks, next_action, run_risks
 
@@ -77,7 +77,7 @@ def blocked_reasons(reader: Any, run: str, limit: int) -> list[Blocked]:
     return [Blocked(task=task, reason="waiting for " + ", ".join(deps)) for task, deps in waiting.items()]
 
 
-def run_status(env: Env, run: str, *, measure_disk: bool = False) -> StatusResult:
+def run_status(env: Env, run: str, *, measure_disk: bool = False, wait_for_git: bool = True) -> StatusResult:
     with env.store.snapshot() as reader:
         run_row = env.run_row(run)
         counts = {
@@ -91,9 +91,11 @@ def run_status(env: Env, run: str, *, measure_disk: bool = False) -> StatusResul
             )
         ]
         blocked = blocked_reasons(reader, run, LIMIT)
-        active, active_total = active_tasks(env, reader, run_row, LIMIT)
+        active, active_total, pending = active_tasks(env, reader, run_row, LIMIT, wait_for_git=wait_for_git)
         risks = run_risks(env, reader, run_row, active)
         workers = workers_note(reader)
+    if pending:
+        wake_local_workers()  # the worker that computes them looks now, not at its next poll
     more = {
         name: total - len(shown)
         for name, total, shown in (
@@ -122,15 +124,43 @@ def run_status(env: Env, run: str, *, measure_disk: bool = False) -> StatusResul
 
 
 def get_status(
-    env: Env, run: str | None = None, include_abandoned: bool = False, *, measure_disk: bool = False
+    env: Env,
+    run: str | None = None,
+    include_abandoned: bool = False,
+    *,
+    measure_disk: bool = False,
+    wait_for_git: bool = True,
 ) -> StatusResult:
     """The runs (newest first, abandoned ones only with ``include_abandoned``) without ``run``;
     one run's state and next action with it. ``measure_disk`` measures the run's worktrees now
     when the cached figure is stale (the CLI does; a tool call never waits for it).
+
+    A task's git facts (diff, merge check, secret scan) are read as a worker stored them for its
+    head. ``wait_for_git``: compute the missing ones here (a process with no worker); without
+    it no git runs at all, and a head whose facts are not stored yet shows its git gates as
+    "computing for head …" (the server, whose worker computes them as soon as a head moves).
 
     Raises:
         NotFound: an unknown run.
     """
     if run is None:
         return list_runs(env, include_abandoned)
-    return run_status(env, run, measure_disk=measure_disk)
+    return run_status(env, run, measure_disk=measure_disk, wait_for_git=wait_for_git)
+
+
+WARM_RUNS = 3
+
+
+def warm_up(env: Env) -> int:
+    """Answer ``get_status`` once, unseen, for the newest runs in progress (at most ``WARM_RUNS``),
+    as a server does in the background after start-up: the first call a client makes then finds
+    the modules loaded, the ledger's pages read and the scope patterns compiled. Runs no git.
+    Returns how many runs it looked at."""
+    rows = env.store.rows(
+        "SELECT id FROM runs WHERE stage NOT IN ('accepted', 'abandoned') ORDER BY created_at DESC LIMIT ?",
+        (WARM_RUNS,),
+    )
+    for row in rows:
+        get_status(env, row["id"], wait_for_git=False)
+    get_status(env)
+    return len(rows)

@@ -75,13 +75,15 @@ def _approval(env: Env, run_row: dict[str, Any], approvals: list[dict[str, Any]]
     }
 
 
-def run_view(env: Env, run: str) -> dict[str, Any]:
+def run_view(env: Env, run: str, *, wait_for_git: bool = True) -> dict[str, Any]:
     """Everything the page shows for ``run``, read in one snapshot (plus the integration head).
+    ``wait_for_git`` as for ``get_status``: a server, whose worker stores each head's git facts,
+    passes False and never runs git for a page.
 
     Raises:
         NotFound: the run does not exist.
     """
-    status = get_status(env, run)
+    status = get_status(env, run, wait_for_git=wait_for_git)
     assert status.status is not None
     with env.store.snapshot() as db:
         run_row = env.run_row(run)
@@ -116,7 +118,7 @@ def run_view(env: Env, run: str) -> dict[str, Any]:
         ):
             findings[row["review_id"]].append(row)
         approvals = db.rows("SELECT * FROM approvals WHERE run_id = ? ORDER BY id", (run,))
-        active, _ = active_tasks(env, db, run_row, GATED_TASKS)
+        active, _, _ = active_tasks(env, db, run_row, GATED_TASKS, wait_for_git=wait_for_git)
         blocked = {b.task: b.reason for b in blocked_reasons(db, run, SVG_LIMIT)}
         version = int(db.scalar("SELECT COALESCE(MAX(id), 0) FROM events"))
     gated = {t.task: t for t in active}
