@@ -13,7 +13,8 @@ Three variants:
 - standby: a second ``planegate worker`` is already waiting when the first is killed;
 - cold: ``planegate worker`` is started right after the kill (its start-up counts);
 - serve: the owner is ``planegate serve`` (its worker runs the job); a new ``planegate serve`` is
-  started right after the kill (its worker starts ``worker_delay_s`` = 1 s after the server does).
+  started right after the kill, with no client message (its worker starts ``WORKER_START_S`` after
+  the server is up).
 
 Measured from the kill by polling the ledger every 10 ms: the first event of the job's takeover
 (``job.reclaimed``, or ``job.lease_released`` + ``job.started`` when a starting process's reconcile
@@ -45,6 +46,7 @@ from typing import Any
 from _common import PLANEGATE, StdioServer, emit, git, log, make_repo, parser, quantile, scratch
 from _workload import open_env
 
+from planegate.server.app import WORKER_START_S
 from planegate.tools.config import Settings
 from planegate.tools.control.graph import register_graph
 from planegate.tools.control.runs import freeze_architecture, freeze_requirements, start_run
@@ -334,7 +336,7 @@ def main() -> None:
             "job_poll_s": Settings.model_fields["job_poll_s"].default,
             "baseline_bare_worker_start_s": stats([{"s": t} for t in baseline], "s"),
             "baseline_bare_serve_initialize_s": stats([{"s": t} for t in serve_baseline], "s"),
-            "serve_worker_delay_s": 1.0,
+            "serve_worker_start_s": WORKER_START_S,
             "by_variant": by_variant,
             "attempts_per_job": sorted({r["attempts"] for r in rows}),
             "leftover_check_processes": leftovers,
