@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,25 @@ def make_repo(path: Path, files: Mapping[str, str] | None = None) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
     return path
+
+
+def interleave(
+    first: Callable[[], float], second: Callable[[], float], repetitions: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """``warmup`` untimed calls of each, then ``repetitions`` timed pairs in alternating order."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(warmup):
+        first()
+        second()
+    for rep in range(repetitions):
+        if rep % 2 == 0:
+            a.append(first())
+            b.append(second())
+        else:
+            b.append(second())
+            a.append(first())
+    return a, b
 
 
 def quantile(values: Sequence[float], q: float) -> float:

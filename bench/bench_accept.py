@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from _common import (
     PROJECT_DIR,
     emit,
     git,
+    interleave,
     log,
     make_repo,
     parser,
@@ -241,22 +241,6 @@ def first_of_process_child(repo: Path, mode: str) -> None:
     print(json.dumps({"first_s": times[0], "later_s": times[1]}))
 
 
-def interleave(first: Callable[[], float], second: Callable[[], float], repetitions: int) -> tuple[list[float], ...]:
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(WARMUP):
-        first()
-        second()
-    for rep in range(repetitions):
-        if rep % 2 == 0:
-            a.append(first())
-            b.append(second())
-        else:
-            b.append(second())
-            a.append(first())
-    return a, b
-
-
 def ratios(accepts: list[float], bares: list[float]) -> dict[str, Any]:
     per_rep = sorted(a / b for a, b in zip(accepts, bares, strict=True))
     return {
@@ -305,7 +289,7 @@ def main() -> None:
             for state, precompute in (("cold", False), ("precomputed", True)):
                 log(f"{state}: {repetitions} interleaved repetitions …")
                 accepts.git_processes = []
-                timed, bares = interleave(lambda p=precompute: accepts.accept(p), bare.merge, repetitions)
+                timed, bares = interleave(lambda p=precompute: accepts.accept(p), bare.merge, repetitions, WARMUP)
                 results[state] = ratios(timed, bares)
                 processes[state] = accepts.git_processes[WARMUP:]
                 log(f"  {state}: {results[state]['ratio_of_medians']}×")

@@ -26,13 +26,12 @@ import pstats
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from _common import PROJECT_DIR, emit, git, log, make_repo, parser, quantile, scratch, summary_ms
+from _common import PROJECT_DIR, emit, git, interleave, log, make_repo, parser, quantile, scratch, summary_ms
 from _workload import open_env
 from mcp import Client
 
@@ -165,22 +164,6 @@ class Paths:
         return elapsed
 
 
-def interleave(first: Callable[[], float], second: Callable[[], float], repetitions: int) -> tuple[list[float], ...]:
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(WARMUP):
-        first()
-        second()
-    for rep in range(repetitions):
-        if rep % 2 == 0:
-            a.append(first())
-            b.append(second())
-        else:
-            b.append(second())
-            a.append(first())
-    return a, b
-
-
 async def mcp_phase(paths: Paths, repetitions: int) -> tuple[list[float], list[float]]:
     server = build_server(Settings(home=paths.env.settings.home, actor="agent:bench"), worker_delay_s=0)
     command_s: list[float] = []
@@ -270,7 +253,7 @@ def profile_domain(paths: Paths, jobs: int) -> dict[str, Any]:
 def measure(paths: Paths, repetitions: int, profiled: int) -> dict[str, Any]:
     name = paths.name
     log(f"{name}: command vs domain …")
-    command_s, domain_s = interleave(paths.command, paths.domain, repetitions)
+    command_s, domain_s = interleave(paths.command, paths.domain, repetitions, WARMUP)
     del paths.domain_steps[:WARMUP]
     del paths.domain_phases[:WARMUP]
     steps = {f"{key}_p50_ms": p50_ms([s[key] for s in paths.domain_steps]) for key in paths.domain_steps[0]}

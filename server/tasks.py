@@ -48,26 +48,24 @@ class TaskIdParams(RequestParams):
     task_id: str
 
 
-class CreateTaskResult(Result):
+class _TaskState(Result):
+    """What both a new task's handle and ``tasks/get`` say about the task."""
+
+    task_id: str
+    status: TaskStatus
+    status_message: str | None = None
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None = TTL_MS
+    poll_interval_ms: int | None = POLL_MS
+
+
+class CreateTaskResult(_TaskState):
     result_type: Literal["task"] = "task"
-    task_id: str
-    status: TaskStatus
-    status_message: str | None = None
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None = TTL_MS
-    poll_interval_ms: int | None = POLL_MS
 
 
-class GetTaskResult(Result):
+class GetTaskResult(_TaskState):
     result_type: Literal["complete"] = "complete"
-    task_id: str
-    status: TaskStatus
-    status_message: str | None = None
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None = TTL_MS
-    poll_interval_ms: int | None = POLL_MS
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
