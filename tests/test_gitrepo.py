@@ -3,6 +3,8 @@ git needs: both merge --no-ff, both leave everything untouched on a conflict."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,36 @@ def test_a_conflict_lists_the_files_and_moves_nothing(merging: tuple[GitRepo, Pa
     assert git(repo, "rev-parse", "target") == before
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "worktree", "list").count("\n") == 0
+
+
+def test_the_diff_from_one_process_is_what_git_prints_for_each_part(tmp_path: Path) -> None:
+    """``GitRepo.diff`` reads the listing and the patch from one ``git diff``; each part must be
+    what git prints for it alone, for every kind of path and content a change can hold."""
+    repo = make_repo(tmp_path / "r", {"kept.txt": "one\n", "gone.txt": "bye\n", "mode.sh": "echo\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "kept.txt").write_text("one\ntwo\n")
+    (repo / "gone.txt").unlink()
+    (repo / "mode.sh").chmod(0o755)
+    (repo / "blob.bin").write_bytes(b"\x00\x01binary\xff")
+    (repo / "late-nul.txt").write_bytes(b"a" * 9000 + b"\x00tail\n")  # text to git: no NUL in its first 8,000
+    (repo / "d ir").mkdir()
+    (repo / "d ir" / "tab\there \u00e9.txt").write_text("odd name\n")
+    (repo / "link").symlink_to("kept.txt")
+    head = commit_all(repo, "every kind of change")
+
+    found = GitRepo(repo).diff(base, head)
+
+    args = ("--no-renames", "--no-ext-diff", base, head, "--")
+    patch = subprocess.run(
+        ["git", "diff", "--no-color", "--full-index", "--binary", *args], cwd=repo, capture_output=True, check=True
+    ).stdout
+    assert found.text == patch.decode("utf-8", "replace") and b"\x00tail" in patch
+    assert found.sha256 == hashlib.sha256(patch).hexdigest()
+    numstat = git(repo, "diff", "--numstat", *args).splitlines()
+    assert len(found.files) == len(numstat) == 7
+    assert {f.path for f in found.files} == {r.path for r in found.raw}
+    assert {f.path: (f.added, f.deleted, f.binary) for f in found.files}["blob.bin"] == (0, 0, True)
+    raw = {r.path: (r.old_mode, r.new_mode, r.status) for r in found.raw}
+    assert raw["gone.txt"][2] == "D" and raw["mode.sh"][:2] == ("100644", "100755")
+    assert raw["link"] == ("000000", "120000", "A") and raw["d ir/tab\there \u00e9.txt"][2] == "A"
+    assert GitRepo(repo).diff(head, head).files == [] and GitRepo(repo).diff(head, head).text == ""

@@ -300,3 +300,18 @@ def test_no_overlap_means_no_short_path_matches_both(a: str, b: str) -> None:
     if glob_overlap(a, b) is None:
         ra, rb = compile_glob(a), compile_glob(b)
         assert not [p for p in SHORT_PATHS if ra.fullmatch(p) and rb.fullmatch(p)]
+
+
+literal_patterns = st.builds(
+    lambda segments, tail: "/".join(segments) + tail,
+    st.lists(path_segments, min_size=1, max_size=3),
+    st.sampled_from(["", "/", "/**"]),
+)
+
+
+@PROPERTY
+@given(literal_patterns, st.text(alphabet="ab./", max_size=10))
+def test_a_path_or_below_is_matched_as_text_exactly_as_its_regex_matches(pattern: str, text: str) -> None:
+    """Wildcard-free scopes skip the regex; on any string, even one no valid path looks like
+    (empty segments, a trailing slash), they must answer as the regex does."""
+    assert glob_matches(pattern, text) == (compile_glob(pattern).fullmatch(text) is not None)

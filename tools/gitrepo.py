@@ -432,17 +432,21 @@ class GitRepo:
 
     def diff(self, base: str, head: str) -> DiffFacts:
         """The change ``base..head``: per-file line counts and modes, the unified diff and its
-        sha256 (two git processes: the counts and modes come from one)."""
-        status, listing, err = self._run_bytes(
-            ("diff", "--raw", "--numstat", "-z", "--no-renames", "--no-abbrev", "--no-ext-diff", base, head, "--")
-        )
+        sha256, from one git process.
+
+        git prints the ``-z`` listing (raw entries, then numstat entries, each field ending in NUL),
+        an empty field, then the patch, byte for byte what ``git diff`` alone prints. No field of
+        the listing is empty (paths never are) and a patch holds no NUL (binary files are base85),
+        so the first empty field is where the patch begins."""
+        args = (
+            "diff", "--raw", "--numstat", "--patch", "-z", "--no-renames", "--no-abbrev", "--full-index",
+            "--binary", "--no-color", "--no-ext-diff", base, head, "--",
+        )  # fmt: skip
+        status, out, err = self._run_bytes(args)
         if status != 0:
             raise GitError(f"git diff {base[:12]} {head[:12]} failed in {self.root}: {err.decode(errors='replace')}")
+        listing, _, text = out.partition(b"\0\0")
         files, raw = _parse_raw_numstat(listing)
-        args = ("diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index", "--binary", base, head, "--")
-        status, text, err = self._run_bytes(args)
-        if status != 0:
-            raise GitError(f"git diff {base[:12]} {head[:12]} failed in {self.root}: {err.decode(errors='replace')}")
         return DiffFacts(base, head, files, text.decode("utf-8", "replace"), hashlib.sha256(text).hexdigest(), raw)
 
     def show(self, sha: str, path: str) -> bytes | None:
@@ -594,12 +598,6 @@ def _git_bytes(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
             f"{done.stderr.decode('utf-8', 'replace').strip()[:600]}"
         )
     return done.stdout
-
-
-def raw_changes(repo: GitRepo, base: str, head: str) -> list[RawChange]:
-    """Every path ``base..head`` changes, with its file modes (``120000`` is a symlink)."""
-    out = _git_bytes(repo.root, "diff", "--raw", "-z", "--no-renames", "--no-abbrev", base, head, "--")
-    return _parse_raw_numstat(out)[1]
 
 
 def _parse_raw_numstat(out: bytes) -> tuple[list[FileChange], list[RawChange]]:

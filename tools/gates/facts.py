@@ -32,6 +32,7 @@ import threading
 import time
 import tomllib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -309,6 +310,9 @@ def task_facts(
     policy = env.policy(run_row)
     deps = dependency_states(env, run, json.loads(row["depends_on"]), ledger)
     pending = None
+    # Accepting also asks whether the worktree is clean: that git process runs beside the others.
+    worktree = row["worktree"] if live and row["worktree"] and Path(row["worktree"]).is_dir() else None
+    cleanliness = _Beside(lambda: dirty_paths(worktree)) if worktree else None
     if git_from == "git":
         repo = env.repo(run_row["repo"])
         head = repo.branch_sha(row["branch"]) if row["branch"] else None
@@ -331,9 +335,7 @@ def task_facts(
             if found is None:
                 pending = head
     executor = executor_identity(row, policy, run_row["repo"], fresh=live)
-    dirty = None
-    if live and row["worktree"] and Path(row["worktree"]).is_dir():
-        dirty = dirty_paths(row["worktree"])
+    dirty = cleanliness.result() if cleanliness else None
     return TaskFacts(
         run=run,
         task=task,
@@ -479,11 +481,37 @@ class HeadFacts:
         )
 
 
+class _Beside(threading.Thread):
+    """One git question asked in a thread while the caller asks another: the two processes run
+    at once (the time of the slower, not the sum). ``result`` waits and re-raises its error."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        super().__init__(name="planegate-git-beside", daemon=True)
+        self._call = call
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def compute_head_facts(repo: GitRepo, base: str, head: str, integration: str | None, patterns: list[str]) -> HeadFacts:
-    """The head's git facts, from git (or this process's caches of what git said)."""
+    """The head's git facts, from git (or this process's caches of what git said). The merge
+    check runs beside the diff; it is used only when the change is not empty."""
+    merging = _Beside(lambda: merge_check(repo, integration, head)) if integration else None
     scan = diff_scan(repo, base, head)
     files = scan.diff.files
-    merge = merge_check(repo, integration, head) if integration and files else None
+    merge = merging.result() if merging and files else None
     return HeadFacts(
         files=files,
         secrets=scan.secrets,

@@ -7,7 +7,7 @@ write files no scope covers. A target escapes when it is absolute, or when follo
 link's directory climbs above the repository root — through other links of the same tree too,
 as the kernel would, so a new link that reaches outside only through an existing one is found.
 
-Pure: the caller passes what git says (``gitrepo.raw_changes`` and ``gitrepo.symlink_targets``
+Pure: the caller passes what git says (the raw entries of ``GitRepo.diff`` and ``gitrepo.symlink_targets``
 at the head); nothing here looks at the filesystem.
 """
 
