@@ -45,6 +45,7 @@ def fresh_process_caches() -> None:
     facts_module.forget_cached()
     facts_module._seen.clear()
     facts_module._failed.clear()
+    facts_module._identity_read.clear()
 
 
 class GitCount:
@@ -133,7 +134,10 @@ def test_another_process_finds_the_stored_facts_and_computes_nothing(
     try:
         count = GitCount(monkeypatch)
         assert refresh_moved_heads(other) == 0
-        assert [argv for argv in count.started if argv[:1] != ["rev-parse"]] == []
+        # opening the repository (rev-parse) and reading its committer identity once (config) for
+        # the acceptances to come: nothing about the head is computed again
+        assert [argv for argv in count.started if argv[:1] not in (["rev-parse"], ["config"])] == []
+        assert len([argv for argv in count.started if argv[:1] == ["config"]]) == 1
     finally:
         other.close()
 
@@ -208,6 +212,21 @@ def test_a_worker_loop_stores_the_facts_of_moved_heads_and_loads_the_secret_scan
     assert facts_module._warmed.is_set()
     assert all(ok for ok, _ in gates(get_status(env, run, wait_for_git=False), "calc").values())
     assert drain(env) == []
+
+
+def test_the_worker_reads_the_committer_identity_so_the_first_accept_asks_git_for_nothing_more(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    finish_calc(env, run)
+    repo = env.repo(env.run_row(run)["repo"])
+    assert repo._identity is None  # nothing has read it yet in this process
+    assert refresh_moved_heads(env) == 1
+    assert repo._identity is not None
+    count = GitCount(monkeypatch)
+    accept_task(env, run, "calc")
+    assert [argv for argv in count.started if argv[:1] == ["config"]] == []
+    assert env.task_row(run, "calc")["status"] == "accepted"
 
 
 def test_branch_tips_are_read_from_ref_files_of_repositories_and_worktrees(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import tomllib
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -586,6 +587,7 @@ def refresh_task(env: Env, run_row: dict[str, Any], row: dict[str, Any]) -> Head
 _seen: dict[tuple[str, str], FactsKey] = {}  # (run, task) → the key whose facts are known to be stored
 _failed: dict[tuple[str, str], tuple[str, float]] = {}  # (run, task) → (head, when to try it again)
 _refresh_lock = threading.Lock()
+_identity_read: weakref.WeakSet[GitRepo] = weakref.WeakSet()  # repositories whose committer identity is read
 _warmed = threading.Event()
 
 
@@ -593,8 +595,9 @@ def refresh_moved_heads(env: Env) -> int:
     """The worker's look at active tasks (``jobs.HEAD_WORK``): every task whose head or run's
     integration tip moved since this process last looked gets its git facts computed and stored,
     unless another process stored them already. Reading the tips costs no git process. The first
-    call also loads the secret scanner, so no caller waits for its first load. Returns how many
-    heads were computed."""
+    call also loads the secret scanner, and the first look at a repository reads its committer
+    identity (which this process then keeps until a config file changes), so an acceptance waits
+    for neither. Returns how many heads were computed."""
     if not _warmed.is_set():
         warm_up_secret_scanner()
     computed = 0
@@ -618,6 +621,10 @@ def refresh_moved_heads(env: Env) -> int:
                 head = branch_tip(env, row["repo"], row["branch"])
                 if not head:
                     continue
+                repo = env.repo(row["repo"])
+                if repo not in _identity_read:
+                    repo.identity()
+                    _identity_read.add(repo)
                 policy = env.policy(run_row)
                 integration = branch_tip(env, row["repo"], row["integration_branch"])
                 key = facts_key(run_row, row["base_sha"], head, integration, policy)
