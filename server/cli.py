@@ -681,6 +681,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_HELP = "Run the MCP server (stdio by default, or streamable HTTP)."
+
+
+def _serve_arguments(serve: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or http")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    serve.add_argument(
+        "--allowed-host", action="append", metavar="HOST", help="another Host header to accept (repeatable)"
+    )
+    serve.set_defaults(fn=cmd_serve, command="serve")
+    return serve
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    """``planegate serve`` alone, as ``build_parser`` defines it: an MCP client starts the server
+    for every session, and the whole command line takes longer to build than this one command."""
+    return _serve_arguments(argparse.ArgumentParser(prog="planegate serve", description=SERVE_HELP))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planegate",
@@ -701,13 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
         parent = commands.add_parser(name, help=helptext, description=helptext)
         return parent.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
 
-    serve = add(commands, "serve", "Run the MCP server (stdio by default, or streamable HTTP).", cmd_serve)
-    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or http")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
-    serve.add_argument(
-        "--allowed-host", action="append", metavar="HOST", help="another Host header to accept (repeatable)"
-    )
+    _serve_arguments(add(commands, "serve", SERVE_HELP, cmd_serve))
 
     status = add(commands, "status", "Show the runs, or one run's tasks, blockers and next action.", cmd_status)
     status.add_argument("run", nargs="?", help="run id (omit to list runs)")
@@ -949,8 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser, given = (serve_parser(), words[1:]) if words[:1] == ["serve"] else (build_parser(), words)
+    args = parser.parse_args(given)
     if args.fn is cmd_hook_stop:  # runs at every turn end of an agent, never raises
         return cmd_hook_stop(args)
     try:

@@ -20,7 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from planegate.server import __version__
-from planegate.server.cli import build_parser
+from planegate.server.cli import build_parser, serve_parser
 from tests.helpers import call, refused
 
 
@@ -161,6 +161,15 @@ def test_every_command_has_help_text() -> None:
                 assert action.help, f"option {action.option_strings} of '{name}' has no help text"
             if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
                 assert action.help, f"argument {action.dest} of '{name}' has no help text"
+
+
+def test_planegate_serve_is_parsed_by_its_own_parser_exactly_as_the_whole_command_line_would() -> None:
+    """``main`` builds only the serve command for ``planegate serve``; it must be the same command."""
+    whole = dict(_commands(build_parser()))["serve"]
+    alone = serve_parser()
+    assert alone.format_help() == whole.format_help()
+    for argv in ([], ["--transport", "http", "--port", "9000", "--allowed-host", "a", "--allowed-host", "b"]):
+        assert vars(alone.parse_args(argv)) == vars(build_parser().parse_args(["serve", *argv]))
 
 
 def test_version_matches_the_installed_package() -> None:
