@@ -436,8 +436,8 @@ class GitRepo:
 
         git prints the ``-z`` listing (raw entries, then numstat entries, each field ending in NUL),
         an empty field, then the patch, byte for byte what ``git diff`` alone prints. No field of
-        the listing is empty (paths never are) and a patch holds no NUL (binary files are base85),
-        so the first empty field is where the patch begins."""
+        the listing is empty (paths never are), so the first two NULs in a row end it, whatever
+        the patch holds (a text file with a NUL past git's binary sniff puts one in it)."""
         args = (
             "diff", "--raw", "--numstat", "--patch", "-z", "--no-renames", "--no-abbrev", "--full-index",
             "--binary", "--no-color", "--no-ext-diff", base, head, "--",
