@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from planegate.store import verify_ledger
+from planegate.tools import gitrepo as gitrepo_module
 from planegate.tools.env import Env
 from planegate.tools.errors import GitError
 from planegate.tools.gates import accept as accept_module
+from planegate.tools.gates import facts as facts_module
 from planegate.tools.gates.accept import accept_task
 from planegate.tools.gitrepo import GitRepo, MergeResult, dirty_paths
 from tests.execution import calc_repo, finish_calc, open_env, planned_run
@@ -62,14 +64,40 @@ def test_accept_commits_the_tree_the_merge_gate_computed(
     assert verbs.count("merge-tree") == 1, verbs  # the gate's check; the merge reuses its tree
     assert "merge-base" not in verbs  # not merged before: the merged tree differs from the tip's
     assert "rev-parse" not in verbs  # the repository was opened by the gates; tags are created, not looked up
-    # diff ×2, merge-tree, status, config, commit-tree, update-ref, tag, worktree remove
-    assert len(started) <= 9, verbs
+    # diff (listing and patch in one), merge-tree, status, config, commit-tree, update-ref, tag, worktree
+    assert len(started) <= 8, verbs
+    assert verbs.count("diff") == 1, verbs
     merged_tree = git(repo, "rev-parse", f"{accepted.merge_sha}^{{tree}}")
     tip_before = git(repo, "rev-parse", f"{accepted.merge_sha}^1")
     assert merged_tree == git(repo, "merge-tree", "--write-tree", tip_before, head)
     assert git(repo, "rev-parse", f"{accepted.merge_sha}^2") == head
     assert git(repo, "cat-file", "-t", accepted.checkpoint) == "tag"
     assert verify_ledger(env.store).ok
+
+
+def test_a_cold_accept_asks_git_for_the_diff_the_merge_check_and_the_worktree_state_at_once(
+    ready: tuple[Env, str, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the head is known in this process yet: the three questions the gates ask git run
+    side by side, each made to take 0.4 s here, so they must all be under way at one moment."""
+    env, run, _, _ = ready
+    facts_module.forget_cached()
+    run_git = gitrepo_module._run_git
+    spans: dict[str, tuple[float, float]] = {}
+
+    def slow(cwd: Path, args: tuple[str, ...], environ: Any) -> Any:
+        if args[0] not in ("diff", "merge-tree", "status") or args[0] in spans:
+            return run_git(cwd, args, environ)
+        began = time.monotonic()
+        time.sleep(0.4)
+        found = run_git(cwd, args, environ)
+        spans[args[0]] = (began, time.monotonic())
+        return found
+
+    monkeypatch.setattr(gitrepo_module, "_run_git", slow)
+    accept_task(env, run, "calc")
+    assert set(spans) == {"diff", "merge-tree", "status"}
+    assert max(began for began, _ in spans.values()) < min(ended for _, ended in spans.values()), spans
 
 
 def test_a_head_merged_before_a_crash_is_recorded_not_merged_again(ready: tuple[Env, str, Path, str]) -> None:
