@@ -79,7 +79,7 @@ def test_a_cold_accept_asks_git_for_the_diff_the_merge_check_and_the_worktree_st
     ready: tuple[Env, str, Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing of the head is known in this process yet: the three questions the gates ask git run
-    side by side, each made to take 0.4 s here, so they must all be under way at one moment."""
+    side by side, each made to take a second here, so they must all be under way at one moment."""
     env, run, _, _ = ready
     facts_module.forget_cached()
     run_git = gitrepo_module._run_git
@@ -89,7 +89,7 @@ def test_a_cold_accept_asks_git_for_the_diff_the_merge_check_and_the_worktree_st
         if args[0] not in ("diff", "merge-tree", "status") or args[0] in spans:
             return run_git(cwd, args, environ)
         began = time.monotonic()
-        time.sleep(0.4)
+        time.sleep(1.0)
         found = run_git(cwd, args, environ)
         spans[args[0]] = (began, time.monotonic())
         return found
