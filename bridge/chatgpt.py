@@ -636,7 +636,7 @@ class ChatGPTBridge:
         wait_s = cfg.upload_timeout_s if uploading else cfg.action_timeout_s
         self._click(call, page, send, "waiting for the send button to enable", wait_s)
         sent_at = time.time()
-        if self._committed(page, text, before):
+        if self._committed(call, page, text, before):
             return sent_at
         state = self._probe(page)
         if state.user_turns == before.user_turns and state.composer_chars:
@@ -645,7 +645,7 @@ class ChatGPTBridge:
                 page.locator(composer).filter(visible=True).first.press("Enter", timeout=cfg.action_timeout_s * 1000)
             call.note("the send click did not land; pressed Enter once")
             sent_at = time.time()
-            if self._committed(page, text, before):
+            if self._committed(call, page, text, before):
                 return sent_at
             state = self._probe(page)
         detail = (
@@ -654,12 +654,14 @@ class ChatGPTBridge:
         )
         raise SendNotCommitted(state.url, detail)
 
-    def _committed(self, page: Page, text: str, before: PageState) -> bool:
+    def _committed(self, call: _Call, page: Page, text: str, before: PageState) -> bool:
         """A new user turn with the prompt's start, or a cleared composer plus visible progress."""
         want = _nonws(text)[:40]
         deadline = time.monotonic() + self.config.send_confirm_s
         while True:
             state = self._probe(page)
+            if state.stop_match is not None:
+                call.saw(self.profile, {"stop": state.stop_match})
             if state.user_turns > before.user_turns and want in state.last_user:
                 return True
             moved = conversation_id(state.url) is not None and state.url != before.url
@@ -709,8 +711,8 @@ class ChatGPTBridge:
                 if on_sent is not None and durable != reported:
                     reported = durable
                     on_sent(state.url)
-            if state.stop and "stop" not in call.primary_ok and "stop" not in call.fallbacks:
-                call.saw(self.profile, self.profile.scan(page, ["stop"]))
+            if state.stop_match is not None:
+                call.saw(self.profile, {"stop": state.stop_match})
             ours = state.turns >= min_turns and not state.pending_user
             fail_polls = fail_polls + 1 if ours and (state.error or (state.retry and not state.actions)) else 0
             self._raise_for_failure(state, ours, fail_polls)

@@ -235,6 +235,14 @@ if (phrases.length && document.body) {
     capText = (whole.length <= 300 ? whole : n.data.trim()).slice(0, 300);
   }
 }
+// Which stop candidate shows (the first with a visible element), so a fallback in use is known
+// from this same read: a stop control that a later read would no longer find is still recorded.
+let stopHit = null;
+(S.stop || []).forEach((c, index) => {
+  if (stopHit) return;
+  const els = qa(document, c);
+  if (els.some(visible)) stopHit = {candidate: c, index, count: els.length, visible: true};
+});
 const retry = container ? turnControls('retry', container) : [];
 const errors = visibleOf('error_banner').filter((el) => !container || !inOtherTurn(el, container));
 return {
@@ -258,7 +266,7 @@ return {
   textHash: h,
   quietMs,
   markerAtEnd: at >= 0 && text.length - (at + marker.length) <= 200,
-  stop: visibleOf('stop').length > 0,
+  stop: stopHit,
   busy,
   status,
   actions,

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .errors import BridgeError, DeadlineExceeded
 from .pagejs import PROBE_JS
-from .selectors import Profile
+from .selectors import Match, Profile
 from .session import evaluate_bounded
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class PageState:
     text_hash: int
     quiet_s: float | None  # in-page time since the reply body last changed, when known
     marker_at_end: bool  # the asked-for end marker sits at the end of the reply
-    stop: bool
+    stop_match: Match | None  # the stop candidate that shows, if any (read in the same poll)
     busy: bool  # shimmer, aria-busy or a running progress bar in the newest turn
     status: str | None  # a present-tense status label from the profile, if shown
     actions: bool
@@ -75,6 +75,11 @@ class PageState:
     def active(self) -> bool:
         """Anything showing live work: then nothing is finished, whatever else the page shows."""
         return self.stop or self.busy or self.status is not None
+
+    @property
+    def stop(self) -> bool:
+        """A stop control shows."""
+        return self.stop_match is not None
 
     @classmethod
     def from_js(cls, raw: dict[str, Any]) -> PageState:
@@ -99,7 +104,7 @@ class PageState:
             text_hash=raw["textHash"],
             quiet_s=None if raw["quietMs"] is None else raw["quietMs"] / 1000,
             marker_at_end=raw["markerAtEnd"],
-            stop=raw["stop"],
+            stop_match=None if raw["stop"] is None else Match(**raw["stop"]),
             busy=raw["busy"],
             status=raw["status"],
             actions=raw["actions"],

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,6 +28,7 @@ from planegate.bridge import (
     launch_browser,
     probe_endpoint,
 )
+from planegate.bridge.selectors import Profile
 from tests.fakechat import FakeChat
 from tests.fakechat.fixtures import CHROMIUM, require_chromium
 
@@ -150,6 +152,7 @@ def test_doctor_shows_a_fallback_in_use_now_and_one_a_review_recorded(
     make_bridge: MakeBridge, fakechat: FakeChat
 ) -> None:
     fakechat.variant = "send_no_testid"
+    fakechat.thinking_s = 1.0  # the stop control shows for a second, not a fifth: a loaded machine still sees it
     bridge = make_bridge()
     bridge.ask("hi", [], on_sent=lambda url: None)  # records the fallbacks it relied on
     fakechat.variant = "normal"
@@ -167,6 +170,28 @@ def test_doctor_shows_a_fallback_in_use_now_and_one_a_review_recorded(
     assert send.fallback and send.match is not None and send.match.candidate.startswith("#composer-submit-button")
     line = next(x for x in now.render().splitlines() if "selector send" in x and x.startswith("WARN"))
     assert 'fallback in use: primary button[data-testid="send-button"] matched nothing' in line
+
+
+def test_a_stop_fallback_is_recorded_from_the_poll_that_saw_it(
+    make_bridge: MakeBridge, fakechat: FakeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stop control lives only while the reply streams. A second read of the page may come
+    # after it is gone; the fallback must be known from the same read that saw the control.
+    scan = Profile.scan
+
+    def stop_already_gone(self: Profile, page: Any, names: Any, timeout: float = 15.0) -> dict[str, Any]:
+        found = scan(self, page, names, timeout)
+        return {name: None if name == "stop" else hit for name, hit in found.items()}
+
+    monkeypatch.setattr(Profile, "scan", stop_already_gone)
+    fakechat.variant = "send_no_testid"
+    bridge = make_bridge()
+    bridge.ask("hi", [], on_sent=lambda url: None)
+    monkeypatch.undo()
+
+    stop = next(fb for fb in bridge.doctor().fallbacks if fb.name == "stop")
+    assert stop.primary == '[data-testid="stop-button"]'
+    assert 'aria-label*="stop"' in stop.used
 
 
 @pytest.mark.parametrize(
