@@ -83,6 +83,75 @@ def test_a_ledger_on_the_previous_schema_is_migrated_and_keeps_its_rows(tmp_path
         assert "requirements_version" in {c.name for c in store.db["reviews"].columns}
 
 
+def bytes_read() -> int:
+    """Bytes this process has read through read(2)/pread(2) so far (Linux's per-process I/O count)."""
+    return int(
+        next(line for line in Path("/proc/self/io").read_text().splitlines() if line.startswith("rchar:")).split()[1]
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="reads Linux's per-process I/O counters")
+@pytest.mark.parametrize(
+    ("table", "lookup", "rows"),
+    [
+        # Reading event_id stops before the content, so even the large row's own lookup is cheap.
+        ("row_vouches", "SELECT event_id FROM row_vouches WHERE tbl = ? AND key = ?", (99, 100, 101)),
+        ("git_facts", "SELECT facts FROM git_facts WHERE repo = ? AND base = ? AND head = ? AND integration = ? "
+         "AND harness = ?", (99, 101)),
+    ],
+)  # fmt: skip
+def test_a_key_lookup_does_not_read_a_large_row_on_its_way(
+    tmp_path: Path, table: str, lookup: str, rows: tuple[int, ...]
+) -> None:
+    # A vouched task graph can be megabytes. Kept whole in a key tree, every search that passed it
+    # read all of it to compare keys (2.6 ms on a new connection, 1 ms warm, ten times a status).
+    path = tmp_path / "ledger.db"
+    Store(path).close()
+    big = "x" * 2_000_000
+    with sqlite3.connect(path) as conn:
+        if table == "row_vouches":
+            keys = [("graph_versions", canonical_json(["r1", n])) for n in range(1, 200)]
+            conn.executemany(
+                "INSERT INTO row_vouches (tbl, key, event_id, digest, content) VALUES (?, ?, 1, 'd', ?)",
+                [(*key, big if n == 100 else "{}") for n, key in enumerate(keys)],
+            )
+        else:
+            keys = [("/repo", "b" * 40, f"{n:040x}", "i" * 40, "[]") for n in range(200)]
+            conn.executemany(
+                "INSERT INTO git_facts (repo, base, head, integration, harness, facts, computed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 't')",
+                [(*key, big if n == 100 else "{}") for n, key in enumerate(keys)],
+            )
+    with Store(path) as store:  # a new connection: nothing of the table in its page cache
+        before = bytes_read()
+        found = [store.conn.execute(lookup, keys[n]).fetchone() for n in rows]
+        read = bytes_read() - before
+    assert all(row is not None for row in found)
+    assert read < 200_000, f"{len(rows)} lookups read {read:,} bytes beside a {len(big):,}-byte row"
+
+
+def test_the_previous_schemas_key_trees_are_rebuilt_with_their_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    db = Database(path)
+    migrate(db, stop_before="m014_large_rows_out_of_key_trees")
+    db.execute("INSERT INTO row_vouches VALUES ('runs', '[\"r1\"]', 7, 'digest', '{\"id\":\"r1\"}')")
+    db.execute("INSERT INTO git_facts VALUES ('/r', 'b', 'h', 'i', '[]', '{\"files\":[]}', '2026-01-01')")
+    db.close()
+    with Store(path) as store:
+        assert store.rows("SELECT * FROM row_vouches") == [
+            {"tbl": "runs", "key": '["r1"]', "event_id": 7, "digest": "digest", "content": '{"id":"r1"}'}
+        ]
+        assert store.rows("SELECT * FROM git_facts") == [
+            {"repo": "/r", "base": "b", "head": "h", "integration": "i", "harness": "[]", "facts": '{"files":[]}',
+             "computed_at": "2026-01-01"}
+        ]  # fmt: skip
+        schema = {row["name"]: row["sql"] for row in store.rows("SELECT name, sql FROM sqlite_master")}
+    assert "WITHOUT ROWID" not in schema["row_vouches"] + schema["git_facts"]
+    assert "git_facts_by_age" in schema
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError):  # the keys still refuse a duplicate
+        conn.execute("INSERT INTO row_vouches VALUES ('runs', '[\"r1\"]', 8, 'd', NULL)")
+
+
 def test_event_bodies_are_the_canonical_json_of_the_event() -> None:
     payload = {"b": [1, {"z": None, "a": "é"}], "a": 'quote " and \\ backslash'}
     body = event_body(7, "run", None, "kind", "actor", "2026-01-01T00:00:00.000Z", canonical_json(payload))
