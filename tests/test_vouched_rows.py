@@ -113,6 +113,32 @@ def test_a_policy_snapshot_edited_to_waive_checks_and_review_is_refused(tmp_path
     )
 
 
+def test_status_reads_the_runs_rows_once_and_names_an_edit_of_them_on_every_active_task(
+    tmp_path: Path, env: Env
+) -> None:
+    run = planned_run(env, calc_repo(tmp_path / "calc"))
+    for task in ("calc", "text"):
+        dispatch_task(env, run, task)
+    version = vouching_event(env, "requirement_versions", canonical_json([run, 1]))
+    statements: list[str] = []
+    env.store.conn.set_trace_callback(statements.append)
+    try:
+        before = get_status(env, run).status
+    finally:
+        env.store.conn.set_trace_callback(None)
+    assert before is not None and [t.task for t in before.active] == ["calc", "text"]
+    for table in ("requirement_versions", "policy_adoptions"):
+        assert sum(f"FROM {table} " in s for s in statements) == 1, table  # not once per active task
+
+    sqlite(env, f"UPDATE requirement_versions SET reason = 'quietly edited' WHERE run_id = '{run}'")
+
+    after = get_status(env, run).status
+    assert after is not None
+    for task in after.active:
+        ledger = next(g for g in task.gates if g.gate == "ledger")
+        assert f"requirement_versions {run}/1 does not match event {version}" in ledger.reason, task.task
+
+
 def test_a_forged_approval_row_is_refused_by_accept_run_and_named_by_verify(tmp_path: Path, env: Env) -> None:
     run = release_ready(env, tmp_path)
     head = git(Path(env.run_row(run)["repo"]), "rev-parse", f"planegate/{run}/integration")

@@ -222,19 +222,52 @@ def vouched(env: Env, table: str, rows: list[dict[str, Any]], ledger: list[str])
     return trusted
 
 
-def requirements_changed_at(env: Env, run: str, served: list[str], ledger: list[str] | None = None) -> int:
-    """The latest requirements version that changed one of ``served`` (1 = as first frozen)."""
+def _requirement_versions(env: Env, run: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Each requirements version with its requirements by id, and the versions its events do not vouch for."""
+    rows = env.store.rows("SELECT * FROM requirement_versions WHERE run_id = ? ORDER BY version", (run,))
+    problems: list[str] = []
+    vouched(env, "requirement_versions", rows, problems)
+    return [(row["version"], {r["id"]: r for r in json.loads(row["body"])}) for row in rows], problems
+
+
+def _changed_at(versions: list[tuple[int, dict[str, Any]]], served: list[str]) -> int:
     changed_at = 0
     previous: dict[str, Any] = {}
-    versions = env.store.rows("SELECT * FROM requirement_versions WHERE run_id = ? ORDER BY version", (run,))
-    if ledger is not None:
-        vouched(env, "requirement_versions", versions, ledger)
-    for version in versions:
-        current = {r["id"]: r for r in json.loads(version["body"])}
+    for version, current in versions:
         if any(current.get(rid) != previous.get(rid) for rid in served):
-            changed_at = version["version"]
+            changed_at = version
         previous = current
     return changed_at
+
+
+class RunReads:
+    """What every task of a run reads alike, read once when several of its tasks are judged
+    together (``get_status``): the run row's and its policy adoptions' problems, the requirement
+    versions, and (when a task needs it) the integration branch's tip."""
+
+    def __init__(self, env: Env, run_row: dict[str, Any], *, git_from: GitFrom = "stored") -> None:
+        self._env, self._run_row, self._git_from = env, run_row, git_from
+        self.problems: list[str] = []
+        vouched(env, "runs", [run_row], self.problems)
+        self.problems += adoption_problems(env, run_row)
+        self.versions, self.version_problems = _requirement_versions(env, run_row["id"])
+        self._integration: tuple[str | None] | None = None
+
+    def integration(self) -> str | None:
+        """The integration branch's tip, read at the first ask."""
+        if self._integration is None:
+            env, run_row = self._env, self._run_row
+            tip = (
+                env.repo(run_row["repo"]).branch_sha(run_row["integration_branch"])
+                if self._git_from == "git"
+                else branch_tip(env, run_row["repo"], run_row["integration_branch"])
+            )
+            self._integration = (tip,)
+        return self._integration[0]
+
+    def requirements_changed_at(self, served: list[str], ledger: list[str]) -> int:
+        ledger += self.version_problems
+        return _changed_at(self.versions, served)
 
 
 def _recorded_reviewer(row: dict[str, Any]) -> identity.Identity | None:
@@ -294,19 +327,25 @@ def review_facts(
 
 
 def task_facts(
-    env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool, git_from: GitFrom = "git"
+    env: Env,
+    run_row: dict[str, Any],
+    row: dict[str, Any],
+    *,
+    live: bool,
+    git_from: GitFrom = "git",
+    shared: RunReads | None = None,
 ) -> TaskFacts:
     """Facts for the gates; ``live`` adds what only accepting needs (uncommitted changes).
 
     ``git_from``: ``git`` computes the head's git facts (or finds them in this process's caches);
     ``stored`` reads what a worker stored for the head and runs no git at all, naming the head in
     ``git_pending`` when nothing is stored yet; ``stored_or_git`` computes what is missing (without
-    storing it). Acceptance always uses ``git``.
+    storing it). Acceptance always uses ``git``. ``shared``: the run's reads when the caller judges
+    several of its tasks at once (read with the same ``git_from``); read here otherwise.
     """
     run, task = run_row["id"], row["id"]
-    ledger: list[str] = []
-    vouched(env, "runs", [run_row], ledger)
-    ledger += adoption_problems(env, run_row)
+    reads = shared or RunReads(env, run_row, git_from=git_from)
+    ledger: list[str] = list(reads.problems)
     vouched(env, "tasks", [row], ledger)
     policy = env.policy(run_row)
     deps = dependency_states(env, run, json.loads(row["depends_on"]), ledger)
@@ -317,7 +356,7 @@ def task_facts(
     if git_from == "git":
         repo = env.repo(run_row["repo"])
         head = repo.branch_sha(row["branch"]) if row["branch"] else None
-        integration = repo.branch_sha(run_row["integration_branch"])
+        integration = reads.integration()
         found = (
             compute_head_facts(repo, row["base_sha"], head, integration, harness_patterns(policy))
             if head and row["base_sha"]
@@ -327,7 +366,7 @@ def task_facts(
         head = branch_tip(env, run_row["repo"], row["branch"]) if row["branch"] else None
         found = None
         if head and row["base_sha"]:
-            integration = branch_tip(env, run_row["repo"], run_row["integration_branch"])
+            integration = reads.integration()
             key = facts_key(run_row, row["base_sha"], head, integration, policy)
             found = stored_head_facts(env, key)
             if found is None and git_from == "stored_or_git":  # not stored: callers may hold a read snapshot
@@ -357,7 +396,7 @@ def task_facts(
         ),
         executor_identity=executor.name,
         reviews=review_facts(env, run, task, ledger=ledger),
-        requirements_changed_at=requirements_changed_at(env, run, json.loads(row["requirements"]), ledger),
+        requirements_changed_at=reads.requirements_changed_at(json.loads(row["requirements"]), ledger),
         merge=found.merge if found else None,
         dirty=dirty,
         executor=executor,
@@ -405,9 +444,15 @@ def trusted_evidence(env: Env, rows: list[dict[str, Any]], head: str | None, led
 
 
 def evaluate_task(
-    env: Env, run_row: dict[str, Any], row: dict[str, Any], *, live: bool, git_from: GitFrom = "git"
+    env: Env,
+    run_row: dict[str, Any],
+    row: dict[str, Any],
+    *,
+    live: bool,
+    git_from: GitFrom = "git",
+    shared: RunReads | None = None,
 ) -> tuple[TaskFacts, list[GateResult]]:
-    facts = task_facts(env, run_row, row, live=live, git_from=git_from)
+    facts = task_facts(env, run_row, row, live=live, git_from=git_from, shared=shared)
     gates = task_gates(facts, env.policy(run_row))
     if facts.git_pending:
         gates = [_pending(gate, facts) if gate.gate in GIT_GATES else gate for gate in gates]

@@ -15,7 +15,7 @@ from ..control.tasks import first_dispatchable
 from ..env import Env
 from ..execution.jobview import attention_step
 from ..gates.early import gate_step, run_next_step
-from ..gates.facts import evaluate_task
+from ..gates.facts import GitFrom, RunReads, evaluate_task
 from ..gates.gates import GateResult
 from ..gates.release import evaluate_run
 from ..models import ACTIVE_STATUSES, ActiveTask, EvidenceLine, GateLine, RunStatus
@@ -44,10 +44,10 @@ def active_tasks(
     now = now_iso()
     tasks = []
     pending = []
+    git_from: GitFrom = "stored_or_git" if wait_for_git else "stored"
+    shared = RunReads(env, run_row, git_from=git_from) if rows else None
     for row in rows:
-        facts, gates = evaluate_task(
-            env, run_row, row, live=False, git_from="stored_or_git" if wait_for_git else "stored"
-        )
+        facts, gates = evaluate_task(env, run_row, row, live=False, git_from=git_from, shared=shared)
         if facts.git_pending:
             pending.append(row["id"])
         tasks.append(
