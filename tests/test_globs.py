@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planegate.tools import globs
 from planegate.tools.errors import InvalidInput
 from planegate.tools.globs import (
     compile_glob,
@@ -17,6 +18,7 @@ from planegate.tools.globs import (
     matches_any,
     normalize_glob,
 )
+from planegate.tools.policy import DEFAULT_RUNTIME_PATHS, DEFAULT_TEST_PATHS
 
 # --- examples --------------------------------------------------------------------------------
 
@@ -315,3 +317,35 @@ def test_a_path_or_below_is_matched_as_text_exactly_as_its_regex_matches(pattern
     """Wildcard-free scopes skip the regex; on any string, even one no valid path looks like
     (empty segments, a trailing slash), they must answer as the regex does."""
     assert glob_matches(pattern, text) == (compile_glob(pattern).fullmatch(text) is not None)
+
+
+name_patterns = st.builds(
+    lambda around, name: around.format(name),
+    st.sampled_from(["{}", "**/{}", "./**/{}", "**//{}", "**/{}/**", "**/{}/"]),
+    st.lists(st.sampled_from([*TOKENS, "[*]", "[a-c.]", "[!ab]"]), min_size=1, max_size=4)
+    .map("".join)
+    .filter(_valid_segment),
+)
+
+
+@PROPERTY
+@given(st.one_of(name_patterns, patterns), st.text(alphabet="ab.c*/", max_size=10))
+def test_every_text_match_answers_as_the_regex_on_any_string(pattern: str, text: str) -> None:
+    """Name patterns (``**/*.py``, ``**/__tests__/**``) skip the regex too; they must answer as the
+    regex does on any string, empty names and stray slashes included."""
+    assert glob_matches(pattern, text) == (compile_glob(pattern).fullmatch(text) is not None)
+
+
+def test_the_default_test_and_runtime_paths_compile_no_regex(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_regex(pattern: str) -> None:
+        raise AssertionError(f"{pattern!r} compiled a regex")
+
+    monkeypatch.setattr(globs, "compile_glob", no_regex)
+    globs._matcher.cache_clear()
+    try:
+        for pattern in [*DEFAULT_TEST_PATHS, *DEFAULT_RUNTIME_PATHS]:
+            glob_matches(pattern, "src/pkg/__tests__/test_a.py")
+    finally:
+        globs._matcher.cache_clear()
+    assert glob_matches("**/*.test.[jt]sx", "web/src/app.test.tsx")
+    assert not glob_matches("**/*.test.[jt]sx", "web/src/app.test.csx")
