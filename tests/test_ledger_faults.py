@@ -289,10 +289,10 @@ async def test_a_read_only_home_is_named_by_every_tool_and_the_cli_and_the_serve
 
 def fill(folder: Path) -> Path:
     filler = folder / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file would try again to write what did not fit when it is closed.
+    with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 65536)
-            handle.flush()
     return filler
 
 
