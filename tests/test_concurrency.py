@@ -29,6 +29,7 @@ from planegate.tools.errors import Conflict, InvalidInput, WrongState
 from planegate.tools.execution.checks import start_checks
 from planegate.tools.execution.dispatch import dispatch_task
 from planegate.tools.gates import accept as accept_module
+from planegate.tools.gates import facts as facts_module
 from planegate.tools.gates.accept import accept_task
 from planegate.tools.gitrepo import GitRepo
 from planegate.tools.models import Module, Requirement, TaskSpec
@@ -412,6 +413,33 @@ def test_the_loser_of_an_accept_race_is_told_it_was_accepted_and_what_next(
     assert f"merge {won.merge_sha[:12]}" in text and f"checkpoint {won.checkpoint}" in text
     assert f"get_status({run!r})" in text and "accept_task again" not in text
     assert env.store.scalar("SELECT COUNT(*) FROM checkpoints WHERE run_id = ?", (run,)) == 1
+
+
+def test_an_accept_whose_worktree_the_winner_removed_is_told_it_was_accepted(
+    ready_to_accept: tuple[Env, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loser reads the task (in progress, worktree there); the winner then merges and removes
+    # the worktree before the loser's cleanliness check runs git in it. A CI run saw this.
+    env, run, worktree = ready_to_accept
+    check_clean = facts_module.dirty_paths
+    won: list[Any] = []
+
+    def winner_first(path: Any) -> list[str]:
+        if not won:
+            won.append(None)
+            winner = threading.Thread(target=lambda: won.append(accept_task(env, run, "t00")), daemon=True)
+            winner.start()
+            winner.join(60)
+            assert not worktree.exists()
+        return check_clean(path)
+
+    monkeypatch.setattr(facts_module, "dirty_paths", winner_first)
+    with pytest.raises(WrongState) as lost:
+        accept_task(env, run, "t00")
+    merge = won[1].merge_sha
+    text = str(lost.value)
+    assert "'t00' is accepted (another call accepted it while this call was checking its gates)" in text
+    assert f"merge {merge[:12]}" in text and "accept_task again" not in text
 
 
 def test_an_accept_whose_head_moved_meanwhile_says_to_check_the_new_head(

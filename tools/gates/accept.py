@@ -150,7 +150,15 @@ def accept_task(env: Env, run: str, task: str) -> AcceptResult:
     if row["status"] not in ACTIVE_STATUSES:
         raise WrongState(f"task {task!r} is {row['status']}; only a dispatched task can be accepted")
     policy = env.policy(run_row)
-    facts, gates = evaluate_task(env, run_row, row, live=True)
+    try:
+        facts, gates = evaluate_task(env, run_row, row, live=True)
+    except GitError:
+        # Another accept_task may have merged the task and removed its worktree while this call
+        # read it: then that is the answer, not the git error it caused here.
+        ended = _ended_meanwhile(env, run, row, env.task_row(run, task))
+        if ended is not None:
+            raise ended from None
+        raise
     unmet = [g for g in gates if not g.ok]
     merge_failed = next((g for g in unmet if g.gate == "merge" and facts.merge and not facts.merge.ok), None)
     if merge_failed and facts.merge:
@@ -312,25 +320,35 @@ def _moved_on(
     """What the loser of a race is told: what happened while it checked the gates, and what to call
     instead (calling accept_task again could only fail the same way)."""
     task, status = row["id"], current["status"]
-    meanwhile = " while this call was checking its gates"
-    if status == "accepted":
-        return WrongState(_accepted_already(env, run, current, f" (another call accepted it{meanwhile})"))
-    if status == "cancelled":
-        return WrongState(
-            f"task {task!r} was cancelled{meanwhile} ({current['cancel_reason']}); nothing was merged. "
-            f"Call get_status({run!r}) for the next step"
-        )
+    ended = _ended_meanwhile(env, run, row, current)
+    if ended is not None:
+        return ended
     if current_head != head:
         moved = current_head[:12] if current_head else "nowhere (the branch was deleted)"
         return Conflict(
-            f"task {task!r}'s branch moved from {head[:12]} to {moved}{meanwhile}; nothing was merged. The gates "
+            f"task {task!r}'s branch moved from {head[:12]} to {moved}{_MEANWHILE}; nothing was merged. The gates "
             f"hold only for the commit they were checked on: call run_checks(run={run!r}, task={task!r}) on the "
             "new head (and request_review if the policy requires a review), then accept_task"
         )
     return Conflict(
-        f"task {task!r} moved from {row['status']} to {status}{meanwhile}; nothing was merged. "
+        f"task {task!r} moved from {row['status']} to {status}{_MEANWHILE}; nothing was merged. "
         f"Call get_status({run!r}): it shows why and the next action"
     )
+
+
+_MEANWHILE = " while this call was checking its gates"
+
+
+def _ended_meanwhile(env: Env, run: str, row: dict[str, Any], current: dict[str, Any]) -> WrongState | None:
+    """The answer when another call accepted or cancelled the task while this one checked its gates."""
+    if current["status"] == "accepted":
+        return WrongState(_accepted_already(env, run, current, f" (another call accepted it{_MEANWHILE})"))
+    if current["status"] == "cancelled":
+        return WrongState(
+            f"task {row['id']!r} was cancelled{_MEANWHILE} ({current['cancel_reason']}); nothing was merged. "
+            f"Call get_status({run!r}) for the next step"
+        )
+    return None
 
 
 class _MergeConflict(Exception):
