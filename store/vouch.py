@@ -24,7 +24,7 @@ row's content as vouched). Nothing trusts it: gates confirm each lookup against 
 and ``ledger verify`` rebuilds the truth from the chain; the stored content serves only to name
 the columns an edit changed, and only when it still hashes to the event's digest.
 
-Not vouched (bookkeeping no gate trusts): ``jobs``, ``risks``, ``disk_usage``, ``row_vouches`` and
+Not vouched (bookkeeping no gate trusts): ``jobs``, ``risks``, ``disk_usage``, ``task_counts``, ``row_vouches`` and
 the events table itself (the hash chain covers it).
 """
 

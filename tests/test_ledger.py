@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlite_utils import Database
@@ -150,6 +151,48 @@ def test_the_previous_schemas_key_trees_are_rebuilt_with_their_rows(tmp_path: Pa
     assert "git_facts_by_age" in schema
     with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError):  # the keys still refuse a duplicate
         conn.execute("INSERT INTO row_vouches VALUES ('runs', '[\"r1\"]', 8, 'd', NULL)")
+
+
+def test_task_counts_follow_every_write_to_tasks_with_or_without_planegate(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    db = Database(path)
+    migrate(db, stop_before="m015_task_counts")
+    task = (
+        "INSERT INTO tasks (run_id, id, seq, title, goal, status, wave, depends_on, scope, requirements, acceptance,"
+        " updated_at) VALUES (?, ?, ?, 'T', 'G', ?, 0, '[]', '[]', '[]', '[]', 't')"
+    )
+    for run in ("r1", "r2"):
+        db.execute(
+            "INSERT INTO runs (id, repo, goal, base_ref, base_sha, integration_branch, stage, policy, policy_sha256,"
+            " created_at, updated_at) VALUES (?, '/r', 'g', 'HEAD', 'abc', 'b', 'draft', '{}', '0', 't', 't')",
+            (run,),
+        )
+    for seq, status in enumerate(["ready", "ready", "blocked", "in_progress"]):
+        db.execute(task, ("r1", f"t{seq}", seq, status))
+    db.conn.commit()
+    db.close()
+
+    def counted(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+        kept = conn.execute("SELECT run_id, status, n FROM task_counts WHERE n > 0 ORDER BY 1, 2").fetchall()
+        truth = conn.execute("SELECT run_id, status, COUNT(*) FROM tasks GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+        return kept, truth
+
+    with Store(path) as store:  # the upgrade counts the tasks already there
+        kept, truth = counted(store.conn)
+        assert kept == truth == [("r1", "blocked", 1), ("r1", "in_progress", 1), ("r1", "ready", 2)]
+    with sqlite3.connect(path) as conn:  # the triggers are in the file: any writer keeps the counts
+        for change, args in [
+            ("UPDATE tasks SET status = 'accepted' WHERE id = 't3'", ()),
+            ("UPDATE tasks SET status = 'ready', title = 'X' WHERE status = 'blocked'", ()),
+            ("UPDATE tasks SET title = 'only the title'", ()),
+            ("DELETE FROM tasks WHERE id = 't0'", ()),
+            (task, ("r2", "t9", 9, "ready")),
+            ("UPDATE tasks SET run_id = 'r2' WHERE id = 't1'", ()),
+            ("DELETE FROM tasks", ()),
+        ]:
+            conn.execute(change, args)
+            kept, truth = counted(conn)
+            assert kept == truth, change
 
 
 def test_event_bodies_are_the_canonical_json_of_the_event() -> None:

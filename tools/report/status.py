@@ -82,7 +82,7 @@ def run_status(env: Env, run: str, *, measure_disk: bool = False, wait_for_git: 
         run_row = env.run_row(run)
         counts = {
             r["status"]: r["n"]
-            for r in reader.rows("SELECT status, COUNT(*) AS n FROM tasks WHERE run_id = ? GROUP BY status", (run,))
+            for r in reader.rows("SELECT status, n FROM task_counts WHERE run_id = ? AND n > 0", (run,))
         }
         ready = [
             r["id"]
