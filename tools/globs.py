@@ -95,7 +95,7 @@ def normalize_glob(pattern: str) -> str:
     if below and segments[-1] != "**":
         segments.append("**")
     for segment in segments:
-        if segment != "**":
+        if "[" in segment:  # only a class can be malformed
             _parse_segment(segment, pattern)
     return "/".join(segments)
 
