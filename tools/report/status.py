@@ -82,7 +82,7 @@ def run_status(env: Env, run: str, *, measure_disk: bool = False, wait_for_git: 
         run_row = env.run_row(run)
         counts = {
             r["status"]: r["n"]
-            for r in reader.rows("SELECT status, n FROM task_counts WHERE run_id = ? AND n > 0", (run,))
+            for r in reader.rows("SELECT status, n FROM task_counts WHERE run_id = ? AND n > 0 ORDER BY status", (run,))
         }
         ready = [
             r["id"]
